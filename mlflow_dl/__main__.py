@@ -1,0 +1,3 @@
+from mlflow_dl.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The fitted preprocessing a model carries: column order and the scalers.
+
+Plain numpy so the served model applies exactly what training applied, fast,
+without unpickling anything: it is stored as JSON next to the Keras file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+
+class InputError(ValueError):
+    """Rows that do not match the columns the model was trained on."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """x_scaled = x * x_scale + x_offset; y_original = y_scaled * y_scale + y_offset."""
+
+    columns: tuple[str, ...]
+    x_scale: tuple[float, ...]
+    x_offset: tuple[float, ...]
+    task: str
+    target: str
+    classes: tuple | None = None
+    y_scale: float = 1.0
+    y_offset: float = 0.0
+
+    def check_columns(self, frame: pd.DataFrame) -> None:
+        got = [str(c) for c in frame.columns]
+        missing = [c for c in self.columns if c not in got]
+        extra = [c for c in got if c not in self.columns]
+        if missing or extra or len(frame) == 0:
+            problem = []
+            if missing:
+                problem.append(f"missing columns {missing}")
+            if extra:
+                problem.append(f"unexpected columns {extra}")
+            if len(frame) == 0:
+                problem.append("no rows")
+            raise InputError(f"{'; '.join(problem)}; expected rows with the columns {list(self.columns)}")
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw rows (original column names, any order) -> scaled float32 matrix."""
+        self.check_columns(frame)
+        try:
+            x = frame[list(self.columns)].to_numpy(dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            bad = [c for c in self.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+            raise InputError(f"non-numeric values in columns {bad or list(self.columns)}: {exc}") from None
+        return x * np.asarray(self.x_scale, np.float32) + np.asarray(self.x_offset, np.float32)
+
+    def inverse_y(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, np.float64) * self.y_scale + self.y_offset
+
+    def outputs(self, raw: np.ndarray) -> pd.DataFrame:
+        """Network outputs -> what a user reads: class and probability, or the value."""
+        raw = np.asarray(raw)
+        if self.task == "raw":  # a user's own model: outputs as they come
+            flat = raw.reshape(len(raw), -1)
+            return pd.DataFrame(flat, columns=[f"output_{i}" for i in range(flat.shape[1])])
+        if self.task == "regression":
+            return pd.DataFrame({"prediction": self.inverse_y(raw.reshape(len(raw), -1)[:, 0])})
+        classes = np.asarray(self.classes, dtype=object)
+        if self.task == "binary":
+            p = raw.reshape(-1).astype(np.float64)
+            return pd.DataFrame({"probability": p, "class": classes[(p >= 0.5).astype(int)]})
+        idx = raw.argmax(axis=1)
+        return pd.DataFrame({"probability": raw.max(axis=1).astype(np.float64), "class": classes[idx]})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocessing":
+        d = json.loads(text)
+        for key in ("columns", "x_scale", "x_offset", "classes"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)

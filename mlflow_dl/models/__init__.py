@@ -1,0 +1,1 @@
+"""Model builders: spec in, compiled keras.Model out. Knows nothing of MLflow."""

@@ -1,0 +1,1 @@
+"""Sweeps: a parent run with one nested child per trial."""

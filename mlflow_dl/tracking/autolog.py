@@ -1,0 +1,47 @@
+"""`mlflow_dl.autolog()`: track every `model.fit` of a user's own Keras code.
+
+MLflow's convention: one call patches `keras.Model.fit` so that it appends a
+MlflowCallback after the user's callbacks (unless one is already there). The
+run is the active one, or a new one that ends with the fit.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+
+from mlflow_dl.tracking import runs
+from mlflow_dl.tracking.callback import MlflowCallback
+
+_original_fit = None
+
+
+def autolog(disable: bool = False, **callback_kwargs) -> None:
+    """Turn tracking of every `model.fit` on (or off with disable=True).
+
+    `callback_kwargs` go to MlflowCallback (monitor, restore_best_weights, log_model).
+    """
+    global _original_fit
+    if _original_fit is None:
+        _original_fit = keras.Model.fit
+    if disable:
+        keras.Model.fit = _original_fit
+        return
+    original = _original_fit
+
+    @functools.wraps(original)
+    def fit(self, *args, **kwargs):
+        callbacks = list(kwargs.get("callbacks") or [])
+        if any(isinstance(c, MlflowCallback) for c in callbacks):
+            return original(self, *args, **kwargs)
+        tracker = MlflowCallback(**callback_kwargs)
+        kwargs["callbacks"] = callbacks + [tracker]
+        try:
+            return original(self, *args, **kwargs)
+        except BaseException as exc:  # Keras skips on_train_end on errors: end our run ourselves
+            if getattr(tracker, "_owns_run", False) and tracker.run_id:
+                runs.end_run(tracker.run_id, exc)
+            raise
+
+    keras.Model.fit = fit

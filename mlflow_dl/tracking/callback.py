@@ -1,0 +1,176 @@
+"""MlflowCallback: the one tracking path of every fit (train, sweeps, autolog).
+
+Per epoch it only queues metrics (MLflow's asynchronous logging) and, when the
+monitored value improves, copies the weights in memory. Files are written once,
+after training: the best checkpoint, the learning curves and the pyfunc model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from importlib import metadata
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param
+
+from mlflow_dl.data.preprocessing import Preprocessing
+from mlflow_dl.tracking import runs
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+class MlflowCallback(keras.callbacks.Callback):
+    """Log a Keras fit to MLflow.
+
+    Per-epoch metrics keep Keras' names with step = epoch (0-based). At the end:
+    `best_epoch`, `best_val_loss` (the minimum over epochs), `best_epoch_loss`
+    (train loss at the best epoch), `stopped_epoch`; `checkpoints/best.keras`;
+    `plots/learning_curves.png`; and the model as a pyfunc carrying its
+    preprocessing. With `restore_best_weights` (the default) the model ends fit
+    holding the best epoch's weights, so what is logged is what was best.
+
+    Uses the active run, or starts one (and ends it) when none is active; the
+    pyfunc model is logged through the fluent API into that active run.
+    """
+
+    def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
+                 preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
+                 family: str = "autolog"):
+        super().__init__()
+        self.monitor = monitor
+        self.restore_best_weights = restore_best_weights
+        self.log_model = log_model
+        self.preprocessing = preprocessing
+        self.input_example = input_example
+        self.family = family
+        self.run_id: str | None = None
+        self.model_info = None
+
+    # -- during training -------------------------------------------------
+    def on_train_begin(self, logs=None):
+        active = mlflow.active_run()
+        self._owns_run = active is None
+        if active is None:
+            active = runs.start_run(self.family)
+            self._log_fit_params()
+        self.run_id = active.info.run_id
+        self._client = mlflow.MlflowClient()
+        self._pending = []
+        self.history: dict[str, list[float]] = {}
+        self.best = math.inf
+        self.best_epoch: int | None = None
+        self.best_weights = None
+        self.diverged_at: int | None = None
+        self._monitor = self.monitor
+        self._client.log_batch(self.run_id, params=[
+            Param("keras_version", keras.__version__),
+            Param("tensorflow_version", _version("tensorflow")),
+            Param("mlflow_dl_version", _version("mlflow-dl")),
+            Param("model.total_params", str(self.model.count_params())),
+        ], synchronous=False)
+
+    def _log_fit_params(self):
+        optimizer = self.model.optimizer
+        params = {"epochs": self.params.get("epochs"), "optimizer": type(optimizer).__name__ if optimizer else None}
+        if optimizer is not None:
+            params["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        now = int(time.time() * 1000)
+        self._pending.append(self._client.log_batch(
+            self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()], synchronous=False))
+        if not math.isfinite(values.get("loss", 0.0)):
+            self.diverged_at = epoch
+            self.model.stop_training = True
+            return
+        if self._monitor not in values:
+            self._monitor = "loss"  # no validation data: fall back to the training loss
+        current = values.get(self._monitor, math.inf)
+        if current < self.best:
+            self.best, self.best_epoch = current, epoch
+            self.best_weights = self.model.get_weights()
+
+    # -- after training ---------------------------------------------------
+    def summary(self) -> dict[str, float]:
+        if not self.history:
+            return {}
+        out = {"stopped_epoch": len(self.history["loss"]) - 1}
+        if self.best_epoch is not None:
+            out["best_epoch"] = self.best_epoch
+            out["best_epoch_loss"] = self.history["loss"][self.best_epoch]
+            out[f"best_{self._monitor}"] = self.best
+        if "val_loss" in self.history:
+            finite = [v for v in self.history["val_loss"] if math.isfinite(v)]
+            if finite:
+                out["best_val_loss"] = min(finite)
+        return out
+
+    def on_train_end(self, logs=None):
+        for op in self._pending:
+            op.wait()
+        self._pending.clear()
+        now = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in self.summary().items()])
+        if self.history:
+            from mlflow_dl.tracking import plots
+
+            fig = plots.learning_curves(self.history, self.best_epoch)
+            self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
+            plots.close(fig)
+        if self.diverged_at is not None:
+            self._client.set_tag(self.run_id, runs.ERROR_TAG,
+                                 f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}")
+            if self._owns_run:
+                runs.end_run(self.run_id, error=RuntimeError("training diverged"))
+            return
+        if self.best_weights is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                self._save_artifacts(tmp)
+        if self._owns_run:
+            runs.end_run(self.run_id)
+
+    def _save_artifacts(self, tmp: str) -> None:
+        final = None if self.restore_best_weights else self.model.get_weights()
+        self.model.set_weights(self.best_weights)
+        best_path = os.path.join(tmp, "best.keras")
+        self.model.save(best_path)
+        self._client.log_artifact(self.run_id, best_path, "checkpoints")
+        model_path = best_path
+        if final is not None:
+            self.model.set_weights(final)
+            model_path = os.path.join(tmp, "final.keras")
+            self.model.save(model_path)
+        if self.log_model:
+            self._log_pyfunc(model_path)
+
+    def _log_pyfunc(self, model_path: str) -> None:
+        from mlflow_dl.tracking.model_logging import log_pipeline_model
+
+        prep, example = self.preprocessing, self.input_example
+        if prep is None:
+            if len(self.model.inputs) != 1 or len(self.model.inputs[0].shape) != 2:
+                return  # identity preprocessing covers one flat input only; the checkpoint is logged
+            n = int(self.model.inputs[0].shape[-1])
+            prep = Preprocessing(columns=tuple(f"f{i}" for i in range(n)), x_scale=(1.0,) * n,
+                                 x_offset=(0.0,) * n, task="raw", target="output")
+        if example is None:
+            example = pd.DataFrame(np.zeros((1, len(prep.columns))), columns=list(prep.columns))
+        example = example.head(5)
+        output = prep.outputs(self.model.predict_on_batch(prep.transform(example)))
+        self.model_info = log_pipeline_model(model_path, prep, example, output)
+

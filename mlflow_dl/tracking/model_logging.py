@@ -1,0 +1,54 @@
+"""Log a Keras model with its preprocessing as one MLflow pyfunc model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from importlib import metadata
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from mlflow_dl.data import preprocessing as preprocessing_module
+from mlflow_dl.data.preprocessing import Preprocessing
+
+MODEL_CODE = os.path.join(os.path.dirname(__file__), "pyfunc_model.py")
+
+
+def pip_requirements() -> list[str]:
+    """Explicit pins: inferring them costs about 8 s a run."""
+    pins = []
+    for dist in ("mlflow", "keras", "tensorflow", "numpy", "pandas"):
+        try:
+            pins.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+def log_pipeline_model(
+    keras_path: str,
+    prep: Preprocessing,
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+    name: str = "model",
+):
+    """Log `keras_path` + `prep` under the active run as a pyfunc model; returns ModelInfo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prep_path = os.path.join(tmp, "preprocessing.json")
+        with open(prep_path, "w") as f:
+            f.write(prep.to_json())
+        code_path = os.path.join(tmp, "mlflow_dl_preprocessing.py")
+        shutil.copyfile(preprocessing_module.__file__, code_path)
+        signature = infer_signature(input_example.astype("float64"), output_example)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MODEL_CODE,
+            artifacts={"keras_model": keras_path, "preprocessing": prep_path},
+            code_paths=[code_path],
+            signature=signature,
+            input_example=input_example.astype("float64"),
+            pip_requirements=pip_requirements(),
+        )

@@ -1,0 +1,39 @@
+"""The served model, saved as MLflow "models from code" (no pickle).
+
+MLflow copies this file into the model; it must not import mlflow_dl, only the
+copy of mlflow_dl/data/preprocessing.py that travels with it in code/ under the
+name `mlflow_dl_preprocessing`. Requests hold raw rows with the original column
+names; the model applies the training-time preprocessing itself.
+"""
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+
+class KerasPipelineModel(PythonModel):
+    """Keras model + preprocessing; predicts with predict_on_batch (not model.predict)."""
+
+    def load_context(self, context):
+        import keras
+        from mlflow_dl_preprocessing import InputError, Preprocessing
+
+        self._input_error = InputError
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False, safe_mode=True)
+        with open(context.artifacts["preprocessing"]) as f:
+            self.prep = Preprocessing.from_json(f.read())
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        try:
+            x = self.prep.transform(model_input)
+        except self._input_error as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.prep.outputs(self.model.predict_on_batch(x))
+
+
+mlflow.models.set_model(KerasPipelineModel())

@@ -1,0 +1,72 @@
+"""Starting and ending MLflow runs the way every mlflow-dl run is started and ended."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import mlflow
+from mlflow.entities import RunStatus
+
+DEFAULT_EXPERIMENT = "mlflow-dl"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+FAMILY_TAG = "mlflow_dl.family"
+ERROR_TAG = "mlflow_dl.error"
+
+
+def ensure_experiment(name: str | None = None) -> str:
+    """Get or create an experiment; one mlflow-dl creates opens in MLflow 3's training view."""
+    name = name or DEFAULT_EXPERIMENT
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def _experiment_from_environment() -> bool:
+    return any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"))
+
+
+def start_run(family: str, run_name: str | None = None, experiment: str | None = None,
+              nested: bool = False, tags: dict | None = None) -> mlflow.ActiveRun:
+    """Start (or, under `mlflow run`, resume) a run tagged with its family.
+
+    `mlflow run` exports MLFLOW_RUN_ID; mlflow.start_run() then continues that run
+    instead of opening a second one.
+    """
+    experiment_id = None
+    if experiment or not (_experiment_from_environment() or nested):
+        experiment_id = ensure_experiment(experiment)
+    if os.environ.get("MLFLOW_RUN_ID") and not nested:
+        run_name = None  # keep the name `mlflow run` gave its run
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested,
+                            tags={FAMILY_TAG: family, **(tags or {})})
+
+
+def end_run(run_id: str, error: BaseException | None = None) -> None:
+    """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM."""
+    client = mlflow.MlflowClient()
+    status = RunStatus.to_string(RunStatus.FINISHED)
+    if error is not None:
+        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {reason}"[:5000])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
+    else:
+        client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
+
+
+@contextlib.contextmanager
+def tracked_run(family: str, **kwargs):
+    """`with tracked_run("train") as run:`; never leaves the run RUNNING."""
+    run = start_run(family, **kwargs)
+    try:
+        yield run
+    except BaseException as exc:
+        end_run(run.info.run_id, exc)
+        raise
+    end_run(run.info.run_id)

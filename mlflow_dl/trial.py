@@ -1,0 +1,133 @@
+"""One trial: build the model of a spec, fit it inside an MLflow run, evaluate on test.
+
+Every family runs its trials through `run_trial`, so every run, whether alone
+(`train`) or a child of a sweep, holds the same params, metrics and artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import keras
+import mlflow
+import numpy as np
+
+from mlflow_dl.config import TrialSpec
+from mlflow_dl.data.datasets import Dataset
+from mlflow_dl.data.split import Splits
+from mlflow_dl.errors import TrainingError
+from mlflow_dl.models.mlp import build_mlp
+from mlflow_dl.tracking import plots, runs
+from mlflow_dl.tracking.callback import MlflowCallback
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    run_id: str
+    status: str  # FINISHED | FAILED
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def best_val_loss(self) -> float:
+        return self.metrics.get("best_val_loss", float("nan"))
+
+
+def dataset_input(ds: Dataset):
+    """MLflow dataset lineage: name, digest and source of the rows used."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    source = (CodeDatasetSource({"loader": ds.source}) if ds.source.startswith("sklearn.")
+              else LocalArtifactDatasetSource(ds.source))
+    return mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
+
+
+def test_metrics(model: keras.Model, splits: Splits) -> dict[str, float]:
+    """Test-split metrics; regression ones on the original scale of y."""
+    from sklearn import metrics as m
+
+    prep = splits.preprocessing
+    raw = model.predict(splits.x_test, batch_size=1024, verbose=0)
+    out = {"test_loss": float(model.evaluate(splits.x_test, splits.y_test, verbose=0, return_dict=True)["loss"])}
+    y = splits.y_test
+    if prep.task == "regression":
+        y_true, y_pred = splits.y_test_original.astype(float), prep.inverse_y(raw[:, 0])
+        nonzero = y_true != 0
+        out.update(
+            test_mae=m.mean_absolute_error(y_true, y_pred),
+            test_rmse=float(np.sqrt(m.mean_squared_error(y_true, y_pred))),
+            test_r2=m.r2_score(y_true, y_pred) if len(y_true) > 1 else float("nan"),
+            test_mape=float(np.mean(np.abs((y_true[nonzero] - y_pred[nonzero]) / y_true[nonzero]))) if nonzero.any() else float("nan"),
+        )
+        return out
+    if prep.task == "binary":
+        proba = raw[:, 0]
+        pred = (proba >= 0.5).astype(int)
+        if len(np.unique(y)) == 2:
+            out["test_auc"] = m.roc_auc_score(y, proba)
+    else:
+        pred = raw.argmax(axis=1)
+        if len(np.unique(y)) == raw.shape[1]:
+            out["test_auc"] = m.roc_auc_score(y, raw, multi_class="ovr")
+    out["test_accuracy"] = m.accuracy_score(y, pred)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _test_plot(model: keras.Model, splits: Splits):
+    prep = splits.preprocessing
+    raw = model.predict(splits.x_test, batch_size=1024, verbose=0)
+    if prep.task == "regression":
+        return "plots/predicted_vs_actual.png", plots.predicted_vs_actual(splits.y_test_original, prep.inverse_y(raw[:, 0]))
+    pred = (raw[:, 0] >= 0.5).astype(int) if prep.task == "binary" else raw.argmax(axis=1)
+    return "plots/confusion_matrix.png", plots.confusion_matrix(splits.y_test, pred, prep.classes)
+
+
+def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCallback:
+    """model.fit on the splits with early stopping (if patience is set) and the MLflow callback last."""
+    fit = spec.fit
+    callbacks = []
+    if fit.patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
+            restore_best_weights=fit.restore_best_weights))
+    tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
+                             preprocessing=splits.preprocessing, input_example=splits.raw_test.head(5),
+                             family="train")
+    callbacks.append(tracker)
+    model.fit(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val),
+              epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
+    return tracker
+
+
+def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_name: str | None = None,
+              experiment: str | None = None, nested: bool = False, extra_params: dict | None = None,
+              raise_errors: bool = True) -> TrialResult:
+    """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged."""
+    keras.utils.set_random_seed(spec.fit.seed)
+    try:
+        with runs.tracked_run(family, run_name=run_name, experiment=experiment, nested=nested) as run:
+            run_id = run.info.run_id
+            mlflow.log_params({**spec.params(), **(extra_params or {})})
+            mlflow.log_input(dataset_input(ds), context="training")
+            model = build_mlp(spec.model, splits.x_train.shape[1], splits.preprocessing.task,
+                              splits.n_classes, spec.fit.lr)
+            started = time.perf_counter()
+            tracker = fit_tracked(model, splits, spec)
+            fit_seconds = time.perf_counter() - started
+            if tracker.diverged_at is not None:
+                raise TrainingError(f"loss became {tracker.history['loss'][-1]} at epoch {tracker.diverged_at}; "
+                                    f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
+            metrics = {**tracker.summary(), **test_metrics(model, splits), "fit_seconds": fit_seconds}
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k not in tracker.summary()})
+            path, fig = _test_plot(model, splits)
+            mlflow.log_figure(fig, path)
+            plots.close(fig)
+    except Exception as exc:
+        if raise_errors:
+            raise
+        return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        keras.backend.clear_session()
+    return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics)

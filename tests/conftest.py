@@ -1,0 +1,95 @@
+"""Real MLflow for every test: a fresh SQLite store each, a real server for HTTP paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(autouse=True)
+def tracking_store(tmp_path, monkeypatch):
+    """Each test: its own folder and SQLite store; fails if it leaks an active run."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    leaked = mlflow.active_run()
+    while mlflow.active_run():
+        mlflow.end_run("KILLED")
+    mlflow.set_tracking_uri(None)
+    assert leaked is None, f"test leaked an active run {leaked.info.run_id}"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=90, proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def all_runs(uri: str | None = None):
+    """Every run of every experiment in the store, as MLflow entities."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=1000) if ids else []
+
+
+def mlflow_dl_cli() -> list[str]:
+    exe = shutil.which("mlflow-dl", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "mlflow_dl"]

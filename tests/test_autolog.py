@@ -1,0 +1,86 @@
+"""autolog() and the hand-passed MlflowCallback on a user's own Keras code."""
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+import mlflow_dl
+from conftest import all_runs
+
+
+class WeightRecorder(keras.callbacks.Callback):
+    """Remembers every epoch's weights and val_loss, to check which epoch was kept."""
+
+    def on_train_begin(self, logs=None):
+        self.weights, self.val_loss = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+        self.val_loss.append(logs["val_loss"])
+
+
+def user_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.3), loss="mse")
+    return model
+
+
+def user_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    return x, (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(scale=0.5, size=64)).astype("float32")
+
+
+@pytest.fixture
+def autologged():
+    mlflow_dl.autolog()
+    yield
+    mlflow_dl.autolog(disable=True)
+
+
+def test_autolog_tracks_a_plain_fit_and_keeps_the_best_epoch(autologged):
+    x, y = user_data()
+    model, recorder = user_model(), WeightRecorder()
+    model.fit(x, y, validation_split=0.25, epochs=6, verbose=0, callbacks=[recorder])
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow_dl.family"] == "autolog"
+    best = int(np.argmin(recorder.val_loss))
+    assert run.data.metrics["best_epoch"] == best
+    assert run.data.metrics["best_val_loss"] == pytest.approx(min(recorder.val_loss))
+    assert run.data.params["optimizer"] == "SGD" and run.data.params["epochs"] == "6"
+    # the model in memory, the checkpoint and the logged model hold the best epoch's weights
+    for got, want in zip(model.get_weights(), recorder.weights[best]):
+        np.testing.assert_allclose(got, want)
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/best.keras")
+    for got, want in zip(keras.saving.load_model(path, safe_mode=True).get_weights(), recorder.weights[best]):
+        np.testing.assert_allclose(got, want)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    import pandas as pd
+
+    frame = pd.DataFrame(x[:5], columns=[f"f{i}" for i in range(4)])
+    np.testing.assert_allclose(served.predict(frame)["output_0"], model.predict_on_batch(x[:5])[:, 0], rtol=1e-5)
+
+
+def test_autolog_uses_the_active_run_and_leaves_it_open(autologged):
+    x, y = user_data()
+    with mlflow.start_run() as run:
+        user_model().fit(x, y, validation_split=0.25, epochs=2, verbose=0)
+        assert mlflow.active_run().info.run_id == run.info.run_id
+    assert len(all_runs()) == 1
+    assert "best_val_loss" in mlflow.get_run(run.info.run_id).data.metrics
+
+
+def test_callback_by_hand_without_autolog_and_failed_fit_is_not_left_running():
+    x, y = user_data()
+    user_model().fit(x, y, validation_split=0.25, epochs=2, verbose=0, callbacks=[mlflow_dl.MlflowCallback()])
+    (run,) = all_runs()
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) == 2
+    mlflow_dl.autolog()
+    try:
+        with pytest.raises(Exception):
+            user_model().fit(x[:, :3], y, epochs=1, verbose=0)  # wrong input shape fails inside fit
+    finally:
+        mlflow_dl.autolog(disable=True)
+    assert [r.info.status for r in all_runs() if r.info.status == "RUNNING"] == []
