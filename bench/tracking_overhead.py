@@ -1,0 +1,88 @@
+"""B1: what tracking adds to a 50-epoch fit (see ../shared/BENCHMARKS.md).
+
+Arms, one process each, interleaved, against a real `mlflow server` (SQLite) on
+loopback: plain `model.fit`; stock `mlflow.keras.autolog()`; mlflow-dl's
+MlflowCallback with everything it logs by default. Each arm is timed from the
+start of `fit` until a second client sees the run complete (FINISHED, all
+epochs' metrics, and for the tracked arms the model). Last line: the ratio.
+
+    python bench/tracking_overhead.py [--repeats 5] [--epochs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ARMS = ("plain", "autolog", "mlflow-dl")
+
+
+def run_arm(arm: str, uri: str, epochs: int) -> float:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import time
+
+    import keras
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import MinMaxScaler
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(f"b1-{arm}")
+    x, y = load_breast_cancer(return_X_y=True)
+    x = MinMaxScaler().fit_transform(x).astype("float32")
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([keras.Input((x.shape[1],))] + [keras.layers.Dense(n, activation="relu") for n in (128, 64, 32)]
+                             + [keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    callbacks = []
+    if arm == "autolog":
+        mlflow.keras.autolog()
+    elif arm == "mlflow-dl":
+        from mlflow_dl import MlflowCallback
+
+        callbacks = [MlflowCallback()]
+    started = time.perf_counter()
+    model.fit(x, y, validation_split=0.2, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
+    if arm != "plain":
+        run_id = mlflow.last_active_run().info.run_id
+        client = mlflow.MlflowClient(uri)  # a second client: is the run complete on the server?
+        run = client.get_run(run_id)
+        points = len(client.get_metric_history(run_id, "val_loss"))
+        models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id='{run_id}'")
+        assert run.info.status == "FINISHED" and points == epochs and models, (run.info.status, points, models)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--arm", choices=ARMS)
+    parser.add_argument("--uri")
+    args = parser.parse_args()
+    if args.arm:
+        print(json.dumps({"seconds": run_arm(args.arm, args.uri, args.epochs)}))
+        return
+    from _server import mlflow_server
+
+    times = {arm: [] for arm in ARMS}
+    with mlflow_server() as uri:
+        for rep in range(args.repeats):
+            for arm in ARMS:
+                out = subprocess.run([sys.executable, __file__, "--arm", arm, "--uri", uri, "--epochs", str(args.epochs)],
+                                     capture_output=True, text=True, check=True).stdout
+                times[arm].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+                print(f"rep {rep + 1} {arm}: {times[arm][-1]:.2f}s", flush=True)
+    med = {arm: statistics.median(v) for arm, v in times.items()}
+    print(f"stock autolog: {med['autolog']:.2f}s = {med['autolog'] / med['plain']:.2f}x plain")
+    print(f"tracking_overhead ratio={med['mlflow-dl'] / med['plain']:.2f} "
+          f"(mlflow-dl {med['mlflow-dl']:.2f}s / plain {med['plain']:.2f}s, median of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
