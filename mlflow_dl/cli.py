@@ -15,7 +15,14 @@ from mlflow_dl.errors import MlflowDLError
 
 
 def _quiet_tensorflow() -> None:
+    """Keep a terminal readable: TF's C++ logs, retracing notes and MLflow's schema hints off."""
+    import logging
+    import warnings
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
 
 
 def _patience(value: str) -> int | None:
@@ -58,16 +65,18 @@ def fit_options(f):
     return f
 
 
-def build_spec(kw: dict, **model_overrides):
+def build_spec(kw: dict):
+    """Specs from the options present; an option a sweep grid replaces keeps the spec's default."""
     from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 
-    data = DataSpec(dataset=kw["dataset"], target=kw["target"] or None, task=kw["task"], scaler=kw["scaler"],
-                    scale_y=kw["scale_y"], dropna=kw["dropna"], seed=kw["seed"])
-    model = ModelSpec(**model_overrides)
-    fit = FitSpec(epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"], patience=_patience(kw["patience"]),
-                  min_delta=kw["min_delta"], restore_best_weights=kw["restore_best_weights"], seed=kw["seed"],
-                  verbose=kw["verbose"])
-    return TrialSpec(data=data, model=model, fit=fit)
+    def pick(names):
+        return {n: kw[n] for n in names if n in kw}
+
+    data = DataSpec(**pick(("dataset", "task", "scaler", "scale_y", "dropna", "seed")), target=kw.get("target") or None)
+    fit = pick(("epochs", "batch_size", "lr", "min_delta", "restore_best_weights", "seed", "verbose"))
+    if "patience" in kw:
+        fit["patience"] = _patience(kw["patience"])
+    return TrialSpec(data=data, model=ModelSpec(**pick(MODEL_OPTION_NAMES)), fit=FitSpec(**fit))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,20 +88,31 @@ def cli():
     """
 
 
+MODEL_OPTION_NAMES = ("hidden", "activation", "l1", "l2", "reg_layers", "dropout")
+
+
+def model_options(f):
+    for option in reversed([
+        click.option("--hidden", default="128,64,32", show_default=True, help="Hidden layer sizes."),
+        click.option("--activation", default="relu", show_default=True),
+        click.option("--l1", default=0.0, show_default=True, type=float),
+        click.option("--l2", default=0.0, show_default=True, type=float),
+        click.option("--reg-layers", default="all", show_default=True, type=click.Choice(["all", "widest"]),
+                     help="Regularise every hidden layer or only the widest."),
+        click.option("--dropout", default=0.0, show_default=True, type=float, help="Rate after each hidden layer."),
+    ]):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @data_options
 @fit_options
-@click.option("--hidden", default="128,64,32", show_default=True, help="Hidden layer sizes.")
-@click.option("--activation", default="relu", show_default=True)
-@click.option("--l1", default=0.0, show_default=True, type=float)
-@click.option("--l2", default=0.0, show_default=True, type=float)
-@click.option("--reg-layers", default="all", show_default=True, type=click.Choice(["all", "widest"]),
-              help="Regularise every hidden layer or only the widest.")
-@click.option("--dropout", default=0.0, show_default=True, type=float, help="Rate after each hidden layer.")
+@model_options
 @click.option("--run-name", default=None)
-def train(hidden, activation, l1, l2, reg_layers, dropout, run_name, **kw):
+def train(run_name, **kw):
     """Fit one MLP and track it: metrics per epoch, best epoch, checkpoint, plots, model."""
-    spec = build_spec(kw, hidden=hidden, activation=activation, l1=l1, l2=l2, reg_layers=reg_layers, dropout=dropout)
+    spec = build_spec(kw)
     _quiet_tensorflow()
     from mlflow_dl.families.train import train as train_fn
 
@@ -110,6 +130,105 @@ def main_job(epochs, experiment):
 
     run_lesson(epochs=epochs, experiment=experiment, echo=click.echo)
 
+
+@cli.command()
+@click.option("--experiment", required=True, help="Experiment whose FINISHED runs compete.")
+@click.option("--model-name", required=True, help="Registered model name.")
+@click.option("--parent-run-id", default=None, help="Only the children of this sweep run.")
+@click.option("--dataset", default=None, help="Only runs on this data set (e.g. breast_cancer).")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--min-improvement", default=0.0, show_default=True, type=float,
+              help="The alias moves only if best_val_loss improves by more than this.")
+@click.option("--allow-signature-change", is_flag=True, help="Promote even if the input columns changed.")
+def promote(experiment, model_name, parent_run_id, dataset, alias, min_improvement, allow_signature_change):
+    """Register the run with the lowest best_val_loss and point the alias at it."""
+    _quiet_tensorflow()
+    from mlflow_dl.registry import promote as promote_fn
+    from mlflow_dl.serving import ServeSpec, shell_command
+
+    result = promote_fn(experiment, model_name, parent_run_id=parent_run_id or None, alias=alias,
+                        min_improvement=min_improvement, allow_signature_change=allow_signature_change,
+                        dataset=dataset or None)
+    click.echo(result.message)
+    click.echo(f"serve: {shell_command(ServeSpec(model_name, alias))}")
+
+
+@cli.command()
+@click.option("--model-name", required=True, help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5001, show_default=True, type=int)
+def serve(model_name, alias, host, port):
+    """Serve NAME@ALIAS with `mlflow models serve --env-manager local` (Ctrl-C stops it)."""
+    from mlflow_dl.serving import ServeSpec, serve as serve_fn, shell_command
+
+    spec = ServeSpec(model_name, alias, host, port)
+    click.echo(shell_command(spec), err=True)
+    sys.exit(serve_fn(spec))
+
+
+SWEEP_GRIDS = {
+    # family: (grid options, base options they replace)
+    "regularization": ([click.Option(["--kind"], default="l1", show_default=True, type=click.Choice(["l1", "l2", "both"])),
+                        click.Option(["--strengths"], help="Comma list (default: log grid, L1 1e-4..1e-1, L2 1e-3..5e-1)."),
+                        click.Option(["--layers"], default="all", show_default=True, type=click.Choice(["all", "widest"]),
+                                     help="Regularise every hidden layer or only the widest.")],
+                       {"l1", "l2", "reg_layers"}),
+    "dropout": ([click.Option(["--rates"], help="Comma list (default: 0,0.2,0.3,0.4,0.5).")], {"dropout"}),
+    "capacity": ([click.Option(["--layers"], help="Comma list of hidden-layer counts (default: 1,2,3,4)."),
+                  click.Option(["--nodes"], help="Comma list of nodes per layer (default: 8,32,128,256).")], {"hidden"}),
+    "early_stopping": ([click.Option(["--patience"], help="Comma list (default: 0,2,5,10)."),
+                        click.Option(["--min-delta"], help="Comma list (default: 0,0.001,0.005)."),
+                        click.Option(["--restore"], default="on,off", show_default=True,
+                                     help="restore_best_weights: on, off or both.")],
+                       {"patience", "min_delta", "restore_best_weights"}),
+    "learning_rate": ([click.Option(["--lrs"], help="Comma list (default: 0.1,0.01,0.001,0.0001).")], {"lr"}),
+    "data_size": ([click.Option(["--fractions"], help="Comma list of training-row fractions (default: 0.1,0.25,0.5,1).")],
+                  set()),
+}
+
+
+@cli.group(cls=click.Group)
+def sweep():
+    """Run a family of trials as one parent run with a nested child per trial."""
+
+
+def _sweep_command(family: str) -> click.Command:
+    grid_options, replaced = SWEEP_GRIDS[family]
+    if "restore_best_weights" in replaced:
+        replaced = replaced | {"restore_best_weights", "no_restore_best_weights"}
+
+    @data_options
+    @fit_options
+    @model_options
+    @click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+    def command(workers, **kw):
+        grid = {o.name: kw.pop(o.name) for o in grid_options}
+        spec = build_spec(kw)
+        _quiet_tensorflow()
+        from mlflow_dl.sweeps.runner import sweep as run_sweep
+
+        result = run_sweep(family, data=spec.data, model=spec.model, fit=spec.fit, workers=workers,
+                           experiment=kw["experiment"], **grid)
+        click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")
+        click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))
+
+    cmd = click.command(name=family, help=f"{_question(family)} (a parent run, a child per trial)")(command)
+    replaced_flags = {f"--{n.replace('_', '-')}" for n in replaced}
+    cmd.params = [p for p in cmd.params if not set(p.opts) & replaced_flags] + grid_options
+    return cmd
+
+
+def _question(family: str) -> str:
+    return {
+        "regularization": "How strong should L1/L2 be?", "dropout": "How much dropout?",
+        "capacity": "How big a network?", "early_stopping": "When to stop?",
+        "learning_rate": "Which learning rate?", "data_size": "Do more training rows help?",
+    }[family]
+
+
+for _family in SWEEP_GRIDS:
+    sweep.add_command(_sweep_command(_family))
 
 
 def _describe(result) -> str:

@@ -34,6 +34,16 @@ def parse_list(text: str | list | tuple, cast=float, name: str = "value") -> tup
         _fail(name, text, f"a comma-separated list of {cast.__name__} values")
 
 
+def parse_grid(text, default: tuple, cast=float, name: str = "grid") -> tuple:
+    """A sweep grid: None means the family's default; an empty list is an error."""
+    if text is None:
+        return tuple(default)
+    values = parse_list(text, cast, name)
+    if not values:
+        _fail(name, text, f"a non-empty comma-separated list of {cast.__name__} values")
+    return values
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """Where the rows come from and how they are split and scaled."""

@@ -28,6 +28,7 @@ class TrialResult:
     status: str  # FINISHED | FAILED
     metrics: dict = field(default_factory=dict)
     error: str | None = None
+    history: dict = field(default_factory=dict)  # per-epoch values under Keras' names
 
     @property
     def best_val_loss(self) -> float:
@@ -93,8 +94,7 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
             monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
             restore_best_weights=fit.restore_best_weights))
     tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
-                             preprocessing=splits.preprocessing, input_example=splits.raw_test.head(5),
-                             family="train")
+                             preprocessing=splits.preprocessing, input_example=splits.raw_test.head(5))
     callbacks.append(tracker)
     model.fit(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val),
               epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
@@ -102,12 +102,17 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
 
 
 def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_name: str | None = None,
-              experiment: str | None = None, nested: bool = False, extra_params: dict | None = None,
+              experiment: str | None = None, parent_run_id: str | None = None, extra_params: dict | None = None,
               raise_errors: bool = True) -> TrialResult:
-    """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged."""
+    """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged.
+
+    With raise_errors=False (sweeps) an Exception is returned as a FAILED result;
+    Ctrl-C always propagates, after the run is marked KILLED.
+    """
     keras.utils.set_random_seed(spec.fit.seed)
+    run_id, tracker = None, None
     try:
-        with runs.tracked_run(family, run_name=run_name, experiment=experiment, nested=nested) as run:
+        with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
             run_id = run.info.run_id
             mlflow.log_params({**spec.params(), **(extra_params or {})})
             mlflow.log_input(dataset_input(ds), context="training")
@@ -119,15 +124,17 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             if tracker.diverged_at is not None:
                 raise TrainingError(f"loss became {tracker.history['loss'][-1]} at epoch {tracker.diverged_at}; "
                                     f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
-            metrics = {**tracker.summary(), **test_metrics(model, splits), "fit_seconds": fit_seconds}
+            metrics = {**tracker.summary(), **test_metrics(model, splits), "fit_seconds": fit_seconds,
+                       "total_params": float(model.count_params())}
             mlflow.log_metrics({k: v for k, v in metrics.items() if k not in tracker.summary()})
             path, fig = _test_plot(model, splits)
             mlflow.log_figure(fig, path)
             plots.close(fig)
     except Exception as exc:
-        if raise_errors:
+        if raise_errors or run_id is None:
             raise
-        return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}")
+        return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
+                           metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
     finally:
         keras.backend.clear_session()
-    return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics)
+    return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics, history=tracker.history)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -102,3 +102,12 @@ def split_and_scale(ds: Dataset, spec: DataSpec) -> Splits:
         raw_test=ds.X.iloc[test].reset_index(drop=True),
         y_test_original=y[test],
     )
+
+
+def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
+    """Keep `fraction` of the training rows (validation and test untouched): the data-size curve."""
+    if fraction >= 1:
+        return splits
+    n = len(splits.x_train)
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[: max(MIN_ROWS["train"], int(round(n * fraction)))])
+    return replace(splits, x_train=splits.x_train[keep], y_train=splits.y_train[keep])

@@ -1,1 +1,16 @@
-"""Experiment families: what each one varies, its defaults, and how it is compared."""
+"""Experiment families: each a module with QUESTION, AXIS and `trials(base, **grid)`."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from mlflow_dl.errors import ConfigError
+
+SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size")
+
+
+def get(name: str):
+    """The family module called `name`; a ConfigError naming the known ones otherwise."""
+    if name not in SWEEPS:
+        raise ConfigError(f"family={name!r} is unknown; expected one of: {', '.join(SWEEPS)}")
+    return import_module(f"mlflow_dl.families.{name}")

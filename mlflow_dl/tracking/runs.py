@@ -13,6 +13,7 @@ DEFAULT_EXPERIMENT = "mlflow-dl"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 FAMILY_TAG = "mlflow_dl.family"
 ERROR_TAG = "mlflow_dl.error"
+PARENT_TAG = "mlflow.parentRunId"
 
 
 def ensure_experiment(name: str | None = None) -> str:
@@ -30,19 +31,25 @@ def _experiment_from_environment() -> bool:
 
 
 def start_run(family: str, run_name: str | None = None, experiment: str | None = None,
-              nested: bool = False, tags: dict | None = None) -> mlflow.ActiveRun:
+              parent_run_id: str | None = None, tags: dict | None = None) -> mlflow.ActiveRun:
     """Start (or, under `mlflow run`, resume) a run tagged with its family.
 
     `mlflow run` exports MLFLOW_RUN_ID; mlflow.start_run() then continues that run
-    instead of opening a second one.
+    instead of opening a second one. A child names its parent by `parent_run_id`,
+    which works in the parent's process (nested) and in a worker process alike.
     """
+    tags = {FAMILY_TAG: family, **(tags or {})}
+    if parent_run_id:
+        parent = mlflow.MlflowClient().get_run(parent_run_id)
+        tags[PARENT_TAG] = parent_run_id
+        return mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=run_name,
+                                nested=mlflow.active_run() is not None, tags=tags)
     experiment_id = None
-    if experiment or not (_experiment_from_environment() or nested):
+    if experiment or not _experiment_from_environment():
         experiment_id = ensure_experiment(experiment)
-    if os.environ.get("MLFLOW_RUN_ID") and not nested:
+    if os.environ.get("MLFLOW_RUN_ID"):
         run_name = None  # keep the name `mlflow run` gave its run
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested,
-                            tags={FAMILY_TAG: family, **(tags or {})})
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
 
 
 def end_run(run_id: str, error: BaseException | None = None) -> None:

@@ -1,0 +1,93 @@
+"""What the parent of a sweep shows: the results table, the comparison plots, the knee."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from mlflow_dl.sweeps.trials import Axis, Trial
+
+
+def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
+    """One row per trial: swept values, best_val_loss, best_epoch, train loss there, test metrics, status."""
+    rows = []
+    for trial, result in zip(trials, results):
+        m = result.metrics
+        rows.append({
+            "trial": trial.name, **trial.values,
+            "best_val_loss": m.get("best_val_loss", math.nan),
+            "best_epoch": m.get("best_epoch", math.nan),
+            "train_loss_at_best": m.get("best_epoch_loss", math.nan),
+            **{k: v for k, v in m.items() if k.startswith("test_")},
+            "total_params": m.get("total_params", math.nan),
+            "status": result.status,
+            "fit_seconds": m.get("fit_seconds", math.nan),
+            "error": result.error or "",
+            "run_id": result.run_id,
+        })
+    return pd.DataFrame(rows)
+
+
+def knee(x, y, direction: str) -> float | None:
+    """The elbow of best_val_loss along x, by kneed's Kneedle (on log10 x for log axes)."""
+    from kneed import KneeLocator
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return None
+    order = np.argsort(x[ok])
+    locator = KneeLocator(x[ok][order], y[ok][order], curve="convex", direction=direction)
+    return None if locator.knee is None else float(locator.knee)
+
+
+def _x(table: pd.DataFrame, axis: Axis):
+    return np.log10(table[axis.key].astype(float)) if axis.log else table[axis.key].astype(float)
+
+
+def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Axis) -> tuple[dict, float | None]:
+    """{artifact path: figure} and the knee (in the swept value's units) if the family has one."""
+    import matplotlib.pyplot as plt
+
+    from mlflow_dl.tracking import plots  # noqa: F401  (selects the Agg backend)
+
+    figures, knee_value = {}, None
+    done = table[table["status"] == "FINISHED"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if axis.key is not None and len(done):
+        curve = done.groupby(axis.key)[["train_loss_at_best", "best_val_loss"]].min().reset_index()
+        ax.plot(curve[axis.key], curve["train_loss_at_best"], "o-", label="train loss (at best epoch)")
+        ax.plot(curve[axis.key], curve["best_val_loss"], "o-", label="validation loss (best)")
+        ax.fill_between(curve[axis.key], curve["train_loss_at_best"], curve["best_val_loss"], alpha=0.15,
+                        label="train/validation gap")
+        if axis.log:
+            ax.set_xscale("log")
+        if axis.knee:
+            k = knee(_x(curve, axis), curve["best_val_loss"], axis.knee)
+            if k is not None:
+                knee_value = 10 ** k if axis.log else k
+                ax.axvline(knee_value, color="red", linestyle="--", label=f"knee {knee_value:.3g}")
+        ax.set_xlabel(axis.label)
+    else:
+        ax.bar(done["trial"], done["best_val_loss"], label="validation loss (best)")
+        ax.plot(done["trial"], done["train_loss_at_best"], "o", color="black", label="train loss (at best epoch)")
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    ax.set_ylabel("loss")
+    ax.set_title("bias and variance: train against validation loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figures["plots/loss_vs_swept_value.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, history in histories.items():
+        if "val_loss" in history:
+            ax.plot(history["val_loss"], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val_loss")
+    ax.set_title("validation loss of every trial")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    figures["plots/val_loss_curves.png"] = fig
+    return figures, knee_value

@@ -1,0 +1,77 @@
+"""Where trials run: inline (this process) or N local worker processes.
+
+Either way each trial goes through `trial.run_trial` and logs its own child run
+under the parent; results come back in the order the trials were given.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+_worker: dict = {}
+
+
+def run_one(ds, splits, trial, family: str, parent_run_id: str):
+    """One child run; a failure comes back as a FAILED result, Ctrl-C propagates."""
+    from mlflow_dl.data.split import subsample_train
+    from mlflow_dl.trial import run_trial
+
+    splits = subsample_train(splits, trial.train_fraction, trial.spec.data.seed)
+    return run_trial(ds, splits, trial.spec, family=family, run_name=trial.name, parent_run_id=parent_run_id,
+                     extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction)},
+                     raise_errors=False)
+
+
+def inline(trials, ds, splits, family, parent_run_id, on_result):
+    results = []
+    for i, trial in enumerate(trials):
+        result = run_one(ds, splits, trial, family, parent_run_id)
+        results.append(result)
+        on_result(i, result)
+    return results
+
+
+def _init_worker(tracking_uri: str, data_spec, threads: int) -> None:
+    """Once per worker: quiet TF, divide the cores, load and split the data."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import mlflow
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    mlflow.set_tracking_uri(tracking_uri)
+    from mlflow_dl.data.datasets import load_dataset
+    from mlflow_dl.data.split import split_and_scale
+
+    ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
+    _worker["data"] = (ds, split_and_scale(ds, data_spec))
+
+
+def _run_in_worker(trial, family, parent_run_id):
+    ds, splits = _worker["data"]
+    return run_one(ds, splits, trial, family, parent_run_id)
+
+
+def processes(trials, data_spec, family, parent_run_id, on_result, workers: int):
+    """N spawned workers, each importing tensorflow once and taking many trials."""
+    import multiprocessing
+
+    import mlflow
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    results = [None] * len(trials)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(mlflow.get_tracking_uri(), data_spec, threads)) as pool:
+        futures = {pool.submit(_run_in_worker, t, family, parent_run_id): i for i, t in enumerate(trials)}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                on_result(i, results[i])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return results

@@ -1,0 +1,143 @@
+"""A sweep: one parent run, one nested child per trial, a comparison on the parent."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
+from mlflow_dl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    parent_run_id: str
+    table: pd.DataFrame
+    best_run_id: str | None
+
+    @property
+    def best(self) -> pd.Series | None:
+        """The table's row of the best trial (lowest best_val_loss)."""
+        if self.best_run_id is None:
+            return None
+        return self.table[self.table["run_id"] == self.best_run_id].iloc[0]
+
+
+class Progress:
+    """trial i/N, elapsed, ETA, best val_loss so far: a bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, echo=None, stream=None):
+        self.total, self.done, self.best = total, 0, math.inf
+        self.started = time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.echo = echo
+        self.tty = self.stream.isatty()
+
+    def update(self, name: str, result) -> None:
+        self.done += 1
+        if result.status == "FINISHED":
+            self.best = min(self.best, result.best_val_loss)
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        bar = "#" * round(20 * self.done / self.total)
+        line = (f"[{bar:<20}] trial {self.done}/{self.total} {name}: {result.status.lower()} "
+                f"val_loss={result.best_val_loss:.4g} | best {self.best:.4g} | elapsed {elapsed:.0f}s eta {eta:.0f}s")
+        if self.echo is not None:
+            self.echo(line)
+        elif self.tty:
+            end = "\n" if self.done == self.total else ""
+            self.stream.write(f"\r\033[K{line}{end}")
+            self.stream.flush()
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+def _warn_sqlite_workers(workers: int) -> None:
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if workers > 1 and (uri.startswith("sqlite") or "sqlite" in os.environ.get("MLFLOW_BACKEND_STORE_URI", "")):
+        print(f"warning: {workers} workers writing to a SQLite store ({uri}) may wait on its lock; "
+              "for parallel sweeps use a tracking server backed by PostgreSQL", file=sys.stderr)
+
+
+def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
+          workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
+          **grid) -> SweepResult:
+    """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
+
+    The data set is loaded, split and scaled once. Bad grids fail before any run
+    starts. A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
+    running child and the parent KILLED, with the table of what finished logged.
+    """
+    import mlflow
+
+    from mlflow_dl import families
+    from mlflow_dl.data.datasets import load_dataset
+    from mlflow_dl.data.split import split_and_scale
+    from mlflow_dl.sweeps import compare, executors
+    from mlflow_dl.tracking import plots, runs
+
+    module = families.get(family)
+    if workers < 1:
+        raise ConfigError(f"workers={workers!r} is invalid; expected an integer >= 1")
+    base = TrialSpec(data=data or DataSpec(), model=model or ModelSpec(), fit=fit or FitSpec())
+    try:
+        trials = module.trials(base, **{k: v for k, v in grid.items() if v is not None})
+    except TypeError as exc:
+        raise ConfigError(f"{family}: {exc}") from None
+    if not trials:
+        raise ConfigError(f"{family}: the grid is empty; expected at least one trial")
+    ds = load_dataset(base.data.dataset, base.data.target, base.data.task, base.data.dropna)
+    splits = split_and_scale(ds, base.data)
+    _warn_sqlite_workers(workers)
+
+    with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
+        parent_id = parent.info.run_id
+        mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers,
+                           **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
+        results: list = [None] * len(trials)
+        bar = Progress(len(trials), echo=echo) if progress else None
+
+        def on_result(i, result):
+            results[i] = result
+            if bar:
+                bar.update(trials[i].name, result)
+
+        interrupted = None
+        try:
+            if workers == 1:
+                executors.inline(trials, ds, splits, family, parent_id, on_result)
+            else:
+                executors.processes(trials, base.data, family, parent_id, on_result, workers)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+        done = [(t, r) for t, r in zip(trials, results) if r is not None]
+        table = compare.results_table([t for t, _ in done], [r for _, r in done])
+        finished = table[table["status"] == "FINISHED"] if len(table) else table
+        best_run_id = None
+        if len(finished):
+            best_run_id = finished.loc[finished["best_val_loss"].idxmin(), "run_id"]
+            mlflow.set_tag("best_run_id", best_run_id)
+        mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "results.csv")
+            table.to_csv(path, index=False)
+            mlflow.log_artifact(path)
+        if len(finished):
+            figures, knee_value = compare.comparison_figures(
+                table, {t.name: r.history for t, r in done}, module.AXIS)
+            for artifact, fig in figures.items():
+                mlflow.log_figure(fig, artifact)
+                plots.close(fig)
+            if knee_value is not None:
+                mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
+        if interrupted is not None:
+            raise interrupted
+    return SweepResult(parent_run_id=parent_id, table=table, best_run_id=best_run_id)

@@ -1,0 +1,27 @@
+"""What a sweep is made of: trials, each a spec plus the values it varies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlflow_dl.config import TrialSpec
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One child run: its name says what differs (`l1=0.001`, `3x64`)."""
+
+    name: str
+    spec: TrialSpec
+    values: dict = field(default_factory=dict)  # swept value(s) for the table and the plots
+    train_fraction: float = 1.0
+
+
+@dataclass(frozen=True)
+class Axis:
+    """How a family's comparison plot reads: x is a swept value (or the trial names)."""
+
+    key: str | None  # key in Trial.values used as x; None: one bar per trial
+    label: str
+    log: bool = False
+    knee: str | None = None  # "increasing" / "decreasing": find the elbow of best_val_loss along x
