@@ -24,7 +24,7 @@ def test_train_against_a_real_tracking_server(mlflow_server, monkeypatch):
     names = {f.path for f in client.list_artifacts(result.run_id, "checkpoints")}
     assert names == {"checkpoints/best.keras"}
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    assert list(model.metadata.get_input_schema().input_names())[:2] == ["mean radius", "mean texture"]
+    assert model.metadata.metadata["mlflow_dl"]["input_columns"][:2] == ["mean radius", "mean texture"]
 
 
 def mlflow_run(entry, params, env):

@@ -87,7 +87,8 @@ def test_pyfunc_model_takes_raw_rows_with_original_names(binary_run):
     from mlflow_dl.data.datasets import load_dataset
 
     raw = load_dataset("breast_cancer").X.head(20)
-    assert [c.name for c in model.metadata.get_input_schema().inputs] == list(raw.columns)
+    # the input columns travel in the model's metadata (no input schema: the model checks rows itself)
+    assert model.metadata.metadata["mlflow_dl"]["input_columns"] == list(raw.columns)
     out = model.predict(raw.iloc[:, ::-1])  # column order does not matter
     assert list(out.columns) == ["probability", "class"]
     assert ((out["probability"] >= 0) & (out["probability"] <= 1)).all()

@@ -51,7 +51,12 @@ class Preprocessing:
             x = frame[list(self.columns)].to_numpy(dtype=np.float32)
         except (TypeError, ValueError) as exc:
             bad = [c for c in self.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-            raise InputError(f"non-numeric values in columns {bad or list(self.columns)}: {exc}") from None
+            raise InputError(f"non-numeric values in columns {bad or list(self.columns)}: {exc}; "
+                             f"expected numbers in the columns {list(self.columns)}") from None
+        if not np.isfinite(x).all():
+            bad = [c for c, ok in zip(self.columns, np.isfinite(x).all(axis=0)) if not ok]
+            raise InputError(f"missing or infinite values in columns {bad}; "
+                             f"expected numbers in the columns {list(self.columns)}")
         return x * np.asarray(self.x_scale, np.float32) + np.asarray(self.x_offset, np.float32)
 
     def inverse_y(self, y: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 
 from mlflow_dl.data import preprocessing as preprocessing_module
 from mlflow_dl.data.preprocessing import Preprocessing
@@ -42,7 +42,10 @@ def log_pipeline_model(
             f.write(prep.to_json())
         code_path = os.path.join(tmp, "mlflow_dl_preprocessing.py")
         shutil.copyfile(preprocessing_module.__file__, code_path)
-        signature = infer_signature(input_example.astype("float64"), output_example)
+        # Output schema only: with an input schema MLflow's serving drops unknown columns silently
+        # and answers missing ones with a schema dump; Preprocessing.transform checks the rows
+        # itself (HTTP 400 naming the expected columns). The input columns travel in `metadata`.
+        signature = ModelSignature(outputs=infer_signature(input_example.astype("float64"), output_example).outputs)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=MODEL_CODE,
@@ -51,4 +54,6 @@ def log_pipeline_model(
             signature=signature,
             input_example=input_example.astype("float64"),
             pip_requirements=pip_requirements(),
+            metadata={"mlflow_dl": {"input_columns": list(prep.columns), "task": prep.task,
+                                    "target": prep.target}},
         )

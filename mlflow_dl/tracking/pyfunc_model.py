@@ -27,11 +27,12 @@ class KerasPipelineModel(PythonModel):
     def predict(self, context, model_input, params=None):
         import pandas as pd
 
-        if not isinstance(model_input, pd.DataFrame):
-            model_input = pd.DataFrame(model_input)
         try:
+            if not isinstance(model_input, pd.DataFrame):
+                model_input = pd.DataFrame(model_input)
             x = self.prep.transform(model_input)
-        except self._input_error as exc:
+        except (self._input_error, ValueError, TypeError) as exc:
+            # the scoring server answers INVALID_PARAMETER_VALUE with HTTP 400
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         return self.prep.outputs(self.model.predict_on_batch(x))
 
