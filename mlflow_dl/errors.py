@@ -15,3 +15,7 @@ class DataError(MlflowDLError, ValueError):
 
 class TrainingError(MlflowDLError, RuntimeError):
     """Training diverged (NaN or infinite loss)."""
+
+
+class PromotionError(MlflowDLError):
+    """The registry cannot promote what was asked (no runs, other data, unsafe model, new signature)."""

@@ -1,0 +1,259 @@
+"""Promotion: the run with the lowest `best_val_loss` becomes the registered model's `champion`.
+
+The pick is one server-side query (filter FINISHED runs with the metric, order by it,
+a few rows), never a download of every run. Only the winner is registered, and only
+when it beats the current champion by more than `min_improvement`; the alias moves
+(registry stages are deprecated, aliases only).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+from mlflow_dl.errors import ConfigError, PromotionError
+
+METRIC = "best_val_loss"
+TOP = 50  # rows fetched per query; enough to see the ties and a few other-data runs
+TAG_PREFIX = "mlflow_dl."
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished run as promotion sees it."""
+
+    run_id: str
+    value: float
+    total_params: int
+    start_time: int
+    dataset: str
+    digest: str
+    task: str
+
+    @property
+    def data_key(self) -> tuple[str, str, str]:
+        return (self.dataset, self.digest, self.task)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What `promote` did: the winner, the version the alias points at, and why."""
+
+    model_name: str
+    alias: str
+    run_id: str
+    value: float
+    version: str | None  # version of the winner (None when it was not registered)
+    moved: bool  # the alias now points at the winner's version (and did not before)
+    previous_version: str | None
+    message: str
+    skipped: tuple[str, ...] = field(default_factory=tuple)  # runs on other data, not compared
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _candidate(run) -> Candidate:
+    params = run.data.params
+    digests = sorted({d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])})
+    try:
+        total = int(params.get("model.total_params", ""))
+    except ValueError:
+        total = 2**62  # unknown size loses every tie
+    task = f"{params.get('data.task', '?')}:{params.get('data.target', '?')}"
+    return Candidate(run_id=run.info.run_id, value=float(run.data.metrics[METRIC]), total_params=total,
+                     start_time=int(run.info.start_time or 0), dataset=params.get("data.dataset", "?"),
+                     digest=",".join(digests) or "?", task=task)
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def find_best(experiment: str, parent_run_id: str | None = None, dataset: str | None = None,
+              client=None) -> tuple[Candidate, tuple[str, ...]]:
+    """Lowest `best_val_loss` among FINISHED runs; ties -> fewer params -> earlier start.
+
+    Returns the winner and the ids of top runs skipped because their data set or task
+    differs from the winner's (they are never compared). Raises PromotionError /
+    ConfigError with one line when there is nothing to choose from.
+    """
+    client = client or _client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"experiment={experiment!r} not found; expected the name of an existing experiment")
+    where = [f"attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308"]
+    if parent_run_id:
+        where.append(f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}")
+    if dataset:
+        where.append(f"params.`data.dataset` = {_quote(dataset)}")
+    runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(where),
+                              order_by=[f"metrics.{METRIC} ASC"], max_results=TOP)
+    runs = [r for r in runs if math.isfinite(r.data.metrics.get(METRIC, math.nan))]
+    if not runs:
+        scope = f"sweep {parent_run_id!r}" if parent_run_id else f"experiment {experiment!r}"
+        scope += f" on dataset {dataset!r}" if dataset else ""
+        raise PromotionError(f"no FINISHED runs with metric {METRIC} in {scope}; train one first")
+    best_value = runs[0].data.metrics[METRIC]
+    if all(r.data.metrics[METRIC] == best_value for r in runs) and len(runs) == TOP:
+        # more ties than one page: fetch every run at exactly the best value
+        runs = client.search_runs([exp.experiment_id],
+                                  filter_string=" and ".join(where + [f"metrics.{METRIC} <= {best_value!r}"]),
+                                  order_by=[f"metrics.{METRIC} ASC"], max_results=5000)
+    ties = sorted((_candidate(r) for r in runs if r.data.metrics[METRIC] == best_value),
+                  key=lambda c: (c.total_params, c.start_time, c.run_id))
+    winner = ties[0]
+    skipped = tuple(c.run_id for c in map(_candidate, runs) if c.data_key != winner.data_key)
+    return winner, skipped
+
+
+def _model_info(uri: str):
+    import mlflow
+
+    return mlflow.models.get_model_info(uri)
+
+
+def input_columns(info) -> tuple[str, ...] | None:
+    """The raw columns a logged model takes (mlflow-dl metadata, else the signature's names)."""
+    meta = (info.metadata or {}).get("mlflow_dl") or {}
+    if meta.get("input_columns"):
+        return tuple(meta["input_columns"])
+    schema = info.signature.inputs if info.signature is not None else None
+    if schema is not None and schema.has_input_names():
+        return tuple(schema.input_names())
+    return None
+
+
+def check_safe_load(run_id: str, artifact_path: str = "model") -> None:
+    """Load the run's Keras file with safe_mode=True; Lambda layers or unknown custom objects refuse."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifact_path}", dst_path=tmp)
+        files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".keras")]
+        if not files:
+            raise PromotionError(f"run {run_id} has no Keras model under '{artifact_path}'; "
+                                 f"expected a model logged by mlflow-dl")
+        import keras
+
+        for path in files:
+            try:
+                keras.saving.load_model(path, compile=False, safe_mode=True)
+            except Exception as exc:  # Lambda layers raise ValueError, unknown objects TypeError
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise PromotionError(
+                    f"run {run_id}: {os.path.basename(path)} does not load with keras safe_mode=True "
+                    f"({type(exc).__name__}: {first[:300]}); expected a model without Lambda layers "
+                    f"or unregistered custom objects") from None
+
+
+def _champion(client, model_name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        return None
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
+def _validate(model_name: str, alias: str, min_improvement: float) -> None:
+    if not model_name or not str(model_name).strip():
+        raise ConfigError(f"model_name={model_name!r} is invalid; expected a registered model name")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias or "") or alias.lower() == "latest" \
+            or re.fullmatch(r"[vV]\d+", alias):
+        raise ConfigError(f"alias={alias!r} is invalid; expected a name such as 'champion' "
+                          f"(letters, digits, _ and -, not 'latest' nor v<number>)")
+    if not (min_improvement >= 0 and math.isfinite(min_improvement)):
+        raise ConfigError(f"min_improvement={min_improvement!r} is invalid; expected a value >= 0")
+
+
+def promote(experiment: str, model_name: str, parent_run_id: str | None = None, alias: str = "champion",
+            min_improvement: float = 0.0, allow_signature_change: bool = False,
+            dataset: str | None = None) -> Promotion:
+    """Register the best run of `experiment` (or of one sweep) and point `alias` at it.
+
+    The alias moves only when the winner beats the current champion by more than
+    `min_improvement` (same data set and task, same input columns unless
+    `allow_signature_change`). Idempotent: a run already registered is not registered again.
+    """
+    _validate(model_name, alias, min_improvement)
+    client = _client()
+    winner, skipped = find_best(experiment, parent_run_id, dataset, client)
+    info = _model_info(f"runs:/{winner.run_id}/model")
+    columns = input_columns(info)
+
+    champion = _champion(client, model_name, alias)
+    previous = None
+    if champion is not None:
+        previous = str(champion.version)
+        if champion.run_id == winner.run_id:
+            return Promotion(model_name, alias, winner.run_id, winner.value, previous, False, previous,
+                             f"run {winner.run_id} is already {model_name}@{alias} (version {champion.version})",
+                             skipped)
+        champ = _candidate(client.get_run(champion.run_id)) if champion.run_id else None
+        champ_columns = input_columns(_model_info(f"models:/{model_name}/{champion.version}"))
+        if champ_columns != columns and not allow_signature_change:
+            raise PromotionError(
+                f"the input signature of run {winner.run_id} ({len(columns or ())} columns) differs from "
+                f"{model_name}@{alias} version {champion.version} ({len(champ_columns or ())} columns); "
+                f"pass --allow-signature-change to promote it anyway")
+        if champ is not None and champ.data_key != winner.data_key:
+            raise PromotionError(
+                f"{model_name}@{alias} was trained on {champ.dataset} (digest {champ.digest}, task {champ.task}) "
+                f"but the best run {winner.run_id} on {winner.dataset} (digest {winner.digest}, task {winner.task}); "
+                f"losses on different data are not compared; use another model_name or select runs with --dataset")
+        champ_value = champ.value if champ is not None else math.inf
+        if not champ_value - winner.value > min_improvement:
+            return Promotion(model_name, alias, winner.run_id, winner.value, None, False, previous,
+                             f"kept {model_name}@{alias} = version {champion.version} ({METRIC}={champ_value:.6g}); "
+                             f"best run {winner.run_id} has {winner.value:.6g}, not better by more than "
+                             f"min_improvement={min_improvement}", skipped)
+
+    version = _existing_version(client, model_name, winner.run_id)
+    if version is None:
+        check_safe_load(winner.run_id)
+        version = _register(client, model_name, winner, previous)
+    client.set_registered_model_alias(model_name, alias, version)
+    note = f" ({len(skipped)} runs on other data skipped)" if skipped else ""
+    return Promotion(model_name, alias, winner.run_id, winner.value, version, True, previous,
+                     f"{model_name}@{alias} -> version {version} (run {winner.run_id}, {METRIC}={winner.value:.6g}"
+                     f"{'' if previous is None else f', was version {previous}'}){note}", skipped)
+
+
+def _existing_version(client, model_name: str, run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = {_quote(model_name)} and run_id = {_quote(run_id)}")
+    except MlflowException:
+        return None
+    return min((str(v.version) for v in found), key=int, default=None)
+
+
+def _register(client, model_name: str, winner: Candidate, previous: str | None) -> str:
+    import mlflow
+
+    tags = {f"{TAG_PREFIX}source_run": winner.run_id, f"{TAG_PREFIX}metric": METRIC,
+            f"{TAG_PREFIX}value": repr(winner.value), f"{TAG_PREFIX}dataset": winner.dataset,
+            f"{TAG_PREFIX}dataset_digest": winner.digest,
+            f"{TAG_PREFIX}previous_champion": previous or "none"}
+    outputs = client.get_run(winner.run_id).outputs
+    logged = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+    uri = f"models:/{logged[-1]}" if len(logged) == 1 else f"runs:/{winner.run_id}/model"
+    version = mlflow.register_model(uri, model_name, tags=tags)
+    return str(version.version)
+
+
+def move_alias(model_name: str, alias: str, version: str, client=None) -> None:
+    """Point `alias` at `version` (what promote does once it has decided)."""
+    (client or _client()).set_registered_model_alias(model_name, alias, version)
