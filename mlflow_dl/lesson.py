@@ -23,6 +23,14 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
         m = result.metrics
         echo(f"{title}: run {result.run_id} best_val_loss={m['best_val_loss']:.4g} at epoch {m['best_epoch']}")
         done[title] = result.run_id
+    # last step: the best breast-cancer model becomes the registered champion, ready to serve
+    from mlflow_dl.registry import promote
+    from mlflow_dl.serving import ServeSpec, shell_command
+    from mlflow_dl.tracking.runs import DEFAULT_EXPERIMENT
+
+    promotion = promote(experiment or DEFAULT_EXPERIMENT, "mlflow-dl-breast-cancer", dataset="breast_cancer")
+    echo(f"promote: {promotion.message}")
+    echo(f"Serve it with:  {shell_command(ServeSpec('mlflow-dl-breast-cancer'))}")
     echo(f"\nTracking store: {mlflow.get_tracking_uri()}")
     echo("Open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
     return done
