@@ -53,6 +53,10 @@ def tracking_store(tmp_path, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run("KILLED")
     mlflow.set_tracking_uri(None)
+    # mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID and remembers it: forget both
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(var, None)
+    mlflow.tracking.fluent._active_experiment_id = None
     assert leaked is None, f"test leaked an active run {leaked.info.run_id}"
 
 

@@ -1,8 +1,10 @@
 """MlflowCallback: the one tracking path of every fit (train, sweeps, autolog).
 
-Per epoch it only queues metrics (MLflow's asynchronous logging) and, when the
+Per epoch it only queues metrics (sent by a background thread) and, when the
 monitored value improves, copies the weights in memory. Files are written once,
 after training: the best checkpoint, the learning curves and the pyfunc model.
+What those need that is slow to import or index is warmed in a background
+thread while the model trains.
 """
 
 from __future__ import annotations
@@ -10,17 +12,32 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import runs
+from mlflow_dl.tracking.logger import BackgroundLogger
+
+
+def _warm_up() -> None:
+    """Import matplotlib and index installed packages (MLflow checks pinned requirements against it)."""
+    try:
+        from mlflow.utils import requirements_utils
+
+        from mlflow_dl.tracking import model_logging, plots  # noqa: F401
+
+        requirements_utils._init_modules_to_packages_map()
+    except Exception:  # only a head start; the real calls happen later anyway
+        pass
 
 
 def _version(dist: str) -> str:
@@ -66,19 +83,20 @@ class MlflowCallback(keras.callbacks.Callback):
             self._log_fit_params()
         self.run_id = active.info.run_id
         self._client = mlflow.MlflowClient()
-        self._pending = []
+        self._logger = BackgroundLogger(self._client, self.run_id)
+        threading.Thread(target=_warm_up, daemon=True).start()
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
         self.best_epoch: int | None = None
         self.best_weights = None
         self.diverged_at: int | None = None
         self._monitor = self.monitor
-        self._client.log_batch(self.run_id, params=[
-            Param("keras_version", keras.__version__),
-            Param("tensorflow_version", _version("tensorflow")),
-            Param("mlflow_dl_version", _version("mlflow-dl")),
-            Param("model.total_params", str(self.model.count_params())),
-        ], synchronous=False)
+        self._logger.log_params({
+            "keras_version": keras.__version__,
+            "tensorflow_version": _version("tensorflow"),
+            "mlflow_dl_version": _version("mlflow-dl"),
+            "model.total_params": self.model.count_params(),
+        })
 
     def _log_fit_params(self):
         optimizer = self.model.optimizer
@@ -91,9 +109,7 @@ class MlflowCallback(keras.callbacks.Callback):
         values = {k: float(v) for k, v in (logs or {}).items()}
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
-        now = int(time.time() * 1000)
-        self._pending.append(self._client.log_batch(
-            self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()], synchronous=False))
+        self._logger.log_metrics(values, step=epoch)
         if not math.isfinite(values.get("loss", 0.0)):
             self.diverged_at = epoch
             self.model.stop_training = True
@@ -121,9 +137,26 @@ class MlflowCallback(keras.callbacks.Callback):
         return out
 
     def on_train_end(self, logs=None):
-        for op in self._pending:
-            op.wait()
-        self._pending.clear()
+        self._logger.flush()
+        # uploads that need nothing more from the model run beside the model logging
+        with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
+                tempfile.TemporaryDirectory() as tmp:
+            jobs = [side.submit(self._log_summary_and_curves)]
+            if self.diverged_at is None and self.best_weights is not None:
+                model_path = self._save_checkpoint(tmp, side, jobs)
+                if self.log_model:
+                    self._log_pyfunc(model_path)
+            for job in jobs:
+                job.result()
+        if self.diverged_at is not None:
+            self._client.set_tag(self.run_id, runs.ERROR_TAG,
+                                 f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}")
+            if self._owns_run:
+                runs.end_run(self.run_id, error=RuntimeError("training diverged"))
+        elif self._owns_run:
+            runs.end_run(self.run_id)
+
+    def _log_summary_and_curves(self) -> None:
         now = int(time.time() * 1000)
         self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in self.summary().items()])
         if self.history:
@@ -132,31 +165,20 @@ class MlflowCallback(keras.callbacks.Callback):
             fig = plots.learning_curves(self.history, self.best_epoch)
             self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
             plots.close(fig)
-        if self.diverged_at is not None:
-            self._client.set_tag(self.run_id, runs.ERROR_TAG,
-                                 f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}")
-            if self._owns_run:
-                runs.end_run(self.run_id, error=RuntimeError("training diverged"))
-            return
-        if self.best_weights is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                self._save_artifacts(tmp)
-        if self._owns_run:
-            runs.end_run(self.run_id)
 
-    def _save_artifacts(self, tmp: str) -> None:
+    def _save_checkpoint(self, tmp: str, side, jobs) -> str:
+        """Write checkpoints/best.keras (uploaded beside); return the file the logged model uses."""
         final = None if self.restore_best_weights else self.model.get_weights()
         self.model.set_weights(self.best_weights)
         best_path = os.path.join(tmp, "best.keras")
         self.model.save(best_path)
-        self._client.log_artifact(self.run_id, best_path, "checkpoints")
-        model_path = best_path
-        if final is not None:
-            self.model.set_weights(final)
-            model_path = os.path.join(tmp, "final.keras")
-            self.model.save(model_path)
-        if self.log_model:
-            self._log_pyfunc(model_path)
+        jobs.append(side.submit(self._client.log_artifact, self.run_id, best_path, "checkpoints"))
+        if final is None:
+            return best_path
+        self.model.set_weights(final)
+        final_path = os.path.join(tmp, "final.keras")
+        self.model.save(final_path)
+        return final_path
 
     def _log_pyfunc(self, model_path: str) -> None:
         from mlflow_dl.tracking.model_logging import log_pipeline_model
@@ -171,6 +193,8 @@ class MlflowCallback(keras.callbacks.Callback):
         if example is None:
             example = pd.DataFrame(np.zeros((1, len(prep.columns))), columns=list(prep.columns))
         example = example.head(5)
-        output = prep.outputs(self.model.predict_on_batch(prep.transform(example)))
-        self.model_info = log_pipeline_model(model_path, prep, example, output)
+        # a direct (eager) call: predict_on_batch would trace a function for five rows
+        output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
+        step = self.best_epoch if self.restore_best_weights else len(self.history["loss"]) - 1
+        self.model_info = log_pipeline_model(model_path, prep, example, output, step=step)
 

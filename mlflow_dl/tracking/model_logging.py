@@ -34,8 +34,12 @@ def log_pipeline_model(
     input_example: pd.DataFrame,
     output_example: pd.DataFrame,
     name: str = "model",
+    step: int = 0,
 ):
-    """Log `keras_path` + `prep` under the active run as a pyfunc model; returns ModelInfo."""
+    """Log `keras_path` + `prep` under the active run as a pyfunc model; returns ModelInfo.
+
+    `step` is the epoch whose metrics MLflow links to the logged model (the best one).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         prep_path = os.path.join(tmp, "preprocessing.json")
         with open(prep_path, "w") as f:
@@ -48,6 +52,7 @@ def log_pipeline_model(
         signature = ModelSignature(outputs=infer_signature(input_example.astype("float64"), output_example).outputs)
         return mlflow.pyfunc.log_model(
             name=name,
+            step=step,
             python_model=MODEL_CODE,
             artifacts={"keras_model": keras_path, "preprocessing": prep_path},
             code_paths=[code_path],
