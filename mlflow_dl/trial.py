@@ -101,13 +101,19 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
     return tracker
 
 
+def mlp_builder(spec: TrialSpec, splits: Splits) -> keras.Model:
+    return build_mlp(spec.model, splits.x_train.shape[1], splits.preprocessing.task, splits.n_classes, spec.fit.lr)
+
+
 def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_name: str | None = None,
               experiment: str | None = None, parent_run_id: str | None = None, extra_params: dict | None = None,
-              raise_errors: bool = True) -> TrialResult:
+              raise_errors: bool = True, build_model=mlp_builder) -> TrialResult:
     """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged.
 
-    With raise_errors=False (sweeps) an Exception is returned as a FAILED result;
-    Ctrl-C always propagates, after the run is marked KILLED.
+    `build_model(spec, splits) -> compiled keras.Model` (default: the MLP of
+    spec.model); `splits.x_*` may be arrays or dicts of named inputs, whatever
+    the model takes. With raise_errors=False (sweeps) an Exception is returned
+    as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
     """
     keras.utils.set_random_seed(spec.fit.seed)
     run_id, tracker = None, None
@@ -116,8 +122,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             run_id = run.info.run_id
             mlflow.log_params({**spec.params(), **(extra_params or {})})
             mlflow.log_input(dataset_input(ds), context="training")
-            model = build_mlp(spec.model, splits.x_train.shape[1], splits.preprocessing.task,
-                              splits.n_classes, spec.fit.lr)
+            model = build_model(spec, splits)
             started = time.perf_counter()
             tracker = fit_tracked(model, splits, spec)
             fit_seconds = time.perf_counter() - started
