@@ -94,9 +94,13 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
             monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
             restore_best_weights=fit.restore_best_weights))
     tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
-                             preprocessing=splits.preprocessing, input_example=splits.raw_test.head(5))
+                             preprocessing=splits.preprocessing,
+                             input_example=splits.raw_test.head(5 + splits.preprocessing.window))
     callbacks.append(tracker)
-    model.fit(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val),
+    # y None: x yields (input, target) batches itself (a keras PyDataset of windows)
+    train = (splits.x_train,) if splits.y_train is None else (splits.x_train, splits.y_train)
+    val = splits.x_val if splits.y_val is None else (splits.x_val, splits.y_val)
+    model.fit(*train, validation_data=val,
               epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
     return tracker
 
@@ -107,12 +111,14 @@ def mlp_builder(spec: TrialSpec, splits: Splits) -> keras.Model:
 
 def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_name: str | None = None,
               experiment: str | None = None, parent_run_id: str | None = None, extra_params: dict | None = None,
-              raise_errors: bool = True, build_model=mlp_builder) -> TrialResult:
+              raise_errors: bool = True, build_model=mlp_builder, after_fit=None) -> TrialResult:
     """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged.
 
     `build_model(spec, splits) -> compiled keras.Model` (default: the MLP of
     spec.model); `splits.x_*` may be arrays or dicts of named inputs, whatever
-    the model takes. With raise_errors=False (sweeps) an Exception is returned
+    the model takes. `after_fit(model, splits) -> metrics` logs a family's extras
+    inside the run (time series: forecast plot, residual diagnostics).
+    With raise_errors=False (sweeps) an Exception is returned
     as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
     """
     keras.utils.set_random_seed(spec.fit.seed)
@@ -131,6 +137,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                                     f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
             metrics = {**tracker.summary(), **test_metrics(model, splits), "fit_seconds": fit_seconds,
                        "total_params": float(model.count_params())}
+            metrics.update(after_fit(model, splits) if after_fit is not None else {})
             mlflow.log_metrics({k: v for k, v in metrics.items() if k not in tracker.summary()})
             path, fig = _test_plot(model, splits)
             mlflow.log_figure(fig, path)

@@ -29,6 +29,8 @@ class Preprocessing:
     classes: tuple | None = None
     y_scale: float = 1.0
     y_offset: float = 0.0
+    window: int = 0  # time series: transform returns every window of this many consecutive rows
+    horizon: int = 1  # time series: a window predicts the target this many rows after its last row
 
     def check_columns(self, frame: pd.DataFrame) -> None:
         got = [str(c) for c in frame.columns]
@@ -57,7 +59,17 @@ class Preprocessing:
             bad = [c for c, ok in zip(self.columns, np.isfinite(x).all(axis=0)) if not ok]
             raise InputError(f"missing or infinite values in columns {bad}; "
                              f"expected numbers in the columns {list(self.columns)}")
-        return x * np.asarray(self.x_scale, np.float32) + np.asarray(self.x_offset, np.float32)
+        x = x * np.asarray(self.x_scale, np.float32) + np.asarray(self.x_offset, np.float32)
+        if self.window:
+            return self.windows(x)
+        return x
+
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """Scaled rows (oldest first) -> every complete window, (n - window + 1, window, features)."""
+        if len(x) < self.window:
+            raise InputError(f"{len(x)} rows, fewer than the {self.window} consecutive rows one window needs; "
+                             f"send at least {self.window} rows, oldest first")
+        return np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(x, self.window, axis=0).transpose(0, 2, 1))
 
     def inverse_y(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, np.float64) * self.y_scale + self.y_offset

@@ -192,7 +192,7 @@ class MlflowCallback(keras.callbacks.Callback):
                                  x_offset=(0.0,) * n, task="raw", target="output")
         if example is None:
             example = pd.DataFrame(np.zeros((1, len(prep.columns))), columns=list(prep.columns))
-        example = example.head(5)
+        example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         # a direct (eager) call: predict_on_batch would trace a function for five rows
         output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
         step = self.best_epoch if self.restore_best_weights else len(self.history["loss"]) - 1
