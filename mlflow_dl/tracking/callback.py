@@ -90,6 +90,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.best_epoch: int | None = None
         self.best_weights = None
         self.diverged_at: int | None = None
+        self.first_epoch: int | None = None  # > 0 when fit resumes (initial_epoch, e.g. Hyperband)
         self._monitor = self.monitor
         self._logger.log_params({
             "keras_version": keras.__version__,
@@ -107,6 +108,8 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = {k: float(v) for k, v in (logs or {}).items()}
+        if self.first_epoch is None:
+            self.first_epoch = epoch
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         self._logger.log_metrics(values, step=epoch)
@@ -125,10 +128,11 @@ class MlflowCallback(keras.callbacks.Callback):
     def summary(self) -> dict[str, float]:
         if not self.history:
             return {}
-        out = {"stopped_epoch": len(self.history["loss"]) - 1}
+        first = self.first_epoch or 0
+        out = {"stopped_epoch": first + len(self.history["loss"]) - 1}
         if self.best_epoch is not None:
             out["best_epoch"] = self.best_epoch
-            out["best_epoch_loss"] = self.history["loss"][self.best_epoch]
+            out["best_epoch_loss"] = self.history["loss"][self.best_epoch - first]
             out[f"best_{self._monitor}"] = self.best
         if "val_loss" in self.history:
             finite = [v for v in self.history["val_loss"] if math.isfinite(v)]
@@ -195,6 +199,6 @@ class MlflowCallback(keras.callbacks.Callback):
         example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         # a direct (eager) call: predict_on_batch would trace a function for five rows
         output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
-        step = self.best_epoch if self.restore_best_weights else len(self.history["loss"]) - 1
+        step = self.best_epoch if self.restore_best_weights else (self.first_epoch or 0) + len(self.history["loss"]) - 1
         self.model_info = log_pipeline_model(model_path, prep, example, output, step=step)
 

@@ -1,0 +1,389 @@
+"""keras-tuner searches as MLflow runs: one parent per search, one nested child per trial.
+
+keras-tuner stays in charge of the search (its oracles, its state on disk, its
+distributed mode); the bridge only adds three documented hooks: the tuner's
+`on_trial_begin` / `on_trial_end` open and close the trial's child run, and the
+HyperModel's `fit` appends `MlflowCallback` (the one tracking path) after the
+tuner's own callbacks. The parent's summary is read back from MLflow, so
+trials of earlier (resumed) invocations and of other workers are included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+
+import keras
+import keras_tuner as kt
+import mlflow
+import pandas as pd
+
+from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
+from mlflow_dl.errors import ConfigError, TrainingError
+from mlflow_dl.families import tune as space_module
+from mlflow_dl.models.mlp import build_mlp
+from mlflow_dl.sweeps import compare
+from mlflow_dl.sweeps.trials import Axis
+from mlflow_dl.tracking import plots, runs
+from mlflow_dl.tracking.callback import MlflowCallback
+
+FAMILY = "tune"
+SEARCH_TAG = "mlflow_dl.search_id"
+TRIAL_TAG = "tuner/trial_id"
+STATUS_TAG = "tuner/status"
+HYPERBAND_TAGS = ("tuner/bracket", "tuner/round", "tuner/epochs")
+# parent params a resumed search must share with the search it continues
+SEARCH_PARAMS = ("tune.tuner", "tune.model", "tune.epochs", "tune.space", "data.dataset", "data.target", "data.seed")
+AXIS = Axis(key=None, label="trial")
+WORKER_WAIT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    parent_run_id: str
+    search_id: str
+    role: str  # single | chief | worker
+    table: pd.DataFrame  # one row per child run (empty on a worker)
+    best_run_id: str | None
+
+
+# -- validation, before anything starts ---------------------------------------
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: cannot know where it points
+
+
+def distributed_role(allow_remote_oracle: bool = False) -> str:
+    """single, or chief / worker of keras-tuner's distributed mode (KERASTUNER_* variables).
+
+    The oracle's gRPC service has no authentication: anyone who reaches it can read
+    the search and feed it trials. So a non-loopback address needs explicit consent.
+    """
+    host = os.environ.get("KERASTUNER_ORACLE_IP")
+    if not host:
+        return "single"
+    for var in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
+        if not os.environ.get(var):
+            raise ConfigError(f"{var} is not set; keras-tuner's distributed mode needs KERASTUNER_ORACLE_IP, "
+                              "KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID ('chief' or a worker id)")
+    if not _loopback(host) and not allow_remote_oracle:
+        raise ConfigError(f"KERASTUNER_ORACLE_IP={host!r} is not a loopback address; keras-tuner's oracle "
+                          "service has no authentication, so pass --allow-remote-oracle only on a trusted network")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def _check_search_id(search_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", search_id):
+        raise ConfigError(f"search_id={search_id!r} is invalid; expected 1-64 letters, digits, '_', '.' or '-' "
+                          "(it names keras-tuner's project folder)")
+
+
+# -- the parent run -------------------------------------------------------------
+def find_parent(search_id: str, experiment_id: str):
+    """The parent run of a search, found by its tag (None if the search is new)."""
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{search_id}' and tags.`{runs.FAMILY_TAG}` = '{FAMILY}'",
+        max_results=10)
+    parents = [r for r in found if runs.PARENT_TAG not in r.data.tags]
+    return min(parents, key=lambda r: r.info.start_time) if parents else None
+
+
+def _check_same_search(parent, params: dict[str, str], search_id: str) -> None:
+    for key in SEARCH_PARAMS:
+        old, new = parent.data.params.get(key), params.get(key)
+        if old is not None and old != new:
+            raise ConfigError(f"{key}={new!r} differs from search {search_id!r} ({key}={old!r}); "
+                              "resume it with the same settings or pick a new --search-id")
+
+
+# -- the bridge: keras-tuner hooks -> child runs ----------------------------------
+class _Bridge:
+    """What the tuner's hooks share while one trial runs: its child run and its callback."""
+
+    def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
+                 echo):
+        self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
+        self.base, self.space, self.ds, self.splits, self.echo = base, space, ds, splits, echo
+        self.child_id: str | None = None
+        self.tracker: MlflowCallback | None = None
+        self.client = mlflow.MlflowClient()
+
+    def build(self, hp) -> keras.Model:
+        values = space_module.declare(hp, self.space)
+        spec = space_module.mlp_spec(self.base, values)
+        s = self.splits
+        return build_mlp(spec.model, s.x_train.shape[1], s.preprocessing.task, s.n_classes, spec.fit.lr)
+
+    def begin(self, trial) -> None:
+        from mlflow_dl.trial import dataset_input
+
+        values = trial.hyperparameters.values
+        searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        self._forget_earlier_attempt(trial.trial_id)
+        tags = {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id,
+                **{k: str(values[k]) for k in HYPERBAND_TAGS if k in values}}
+        run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
+                             tags=tags)
+        self.child_id, self.tracker = run.info.run_id, None
+        spec = space_module.mlp_spec(self.base, searched)
+        mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
+        mlflow.log_input(dataset_input(self.ds), context="training")
+
+    def _forget_earlier_attempt(self, trial_id: str) -> None:
+        """A trial keras-tuner runs again (resumed after a crash, retried) keeps one child: the last."""
+        for old in self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{runs.PARENT_TAG}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"):
+            if old.info.status == "RUNNING":
+                self.client.set_terminated(old.info.run_id, "KILLED")
+            self.client.delete_run(old.info.run_id)
+
+    def fit(self, model, *args, callbacks=(), **kwargs):
+        self.tracker = MlflowCallback(preprocessing=self.splits.preprocessing,
+                                      input_example=self.splits.raw_test.head(5), family=FAMILY)
+        return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+
+    def end(self, trial) -> None:
+        """Close the child: FINISHED for a completed trial, FAILED (reason tagged) otherwise."""
+        status = trial.status
+        tracker = self.tracker
+        error = None
+        if tracker is not None and tracker.diverged_at is not None:
+            status, error = "INVALID", TrainingError(f"loss became {tracker.history['loss'][-1]} at epoch "
+                                                     f"{tracker.diverged_at}")
+        elif status != "COMPLETED":
+            last = (trial.message or "").strip().splitlines()
+            error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
+            if tracker is not None and hasattr(tracker, "_logger"):
+                tracker._logger.flush()  # fit raised before on_train_end: send what it queued
+        self.client.set_tag(self.child_id, STATUS_TAG, status.lower())
+        runs.end_run(self.child_id, error)
+        best = tracker.summary().get("best_val_loss", float("nan")) if tracker else float("nan")
+        self.echo(f"{_run_name(trial.trial_id, trial.hyperparameters.values)}: {status.lower()}, best_val_loss={best:.4g}")
+
+
+def _run_name(trial_id: str, values: dict) -> str:
+    """`trial 03 2x64 lr=0.00123 dropout=0.2`: what differs between trials."""
+    parts = [f"trial {trial_id}"]
+    if "layers" in values and "nodes" in values:
+        parts.append(f"{values['layers']}x{values['nodes']}")
+    parts += [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+              for k, v in values.items() if k not in ("layers", "nodes") and not k.startswith("tuner/")]
+    return " ".join(parts)
+
+
+class _SearchModel(kt.HyperModel):
+    """build(hp) from the search space; fit() with MlflowCallback after the tuner's callbacks."""
+
+    def __init__(self, bridge: _Bridge):
+        super().__init__(name="mlflow_dl_search")
+        self.bridge = bridge
+
+    def build(self, hp):
+        return self.bridge.build(hp)
+
+    def fit(self, hp, model, *args, **kwargs):
+        return self.bridge.fit(model, *args, **kwargs)
+
+
+class _TrialRuns:
+    """Mixed in before a keras-tuner Tuner: each trial's lifetime is its child run's."""
+
+    bridge: _Bridge
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self.bridge.begin(trial)
+
+    def on_trial_end(self, trial):
+        self.bridge.end(trial)  # before the oracle hears of it: a chief waits for every child
+        super().on_trial_end(trial)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        # keras-tuner imports tensorboard for every trial on the TF backend, even without a
+        # TensorBoard callback; tensorflow 2.21 no longer installs it. Only patch when one is given.
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+def _make_tuner(kind: str, bridge: _Bridge, max_trials: int, epochs: int, seed: int, directory: str, project: str):
+    base = {"random": kt.RandomSearch, "grid": kt.GridSearch, "bayesian": kt.BayesianOptimization,
+            "hyperband": kt.Hyperband}[kind]
+    cls = type(f"Mlflow{base.__name__}", (_TrialRuns, base), {"bridge": bridge})
+    common = dict(hypermodel=_SearchModel(bridge), objective="val_loss", seed=seed, directory=directory,
+                  project_name=project, overwrite=False)
+    if kind == "hyperband":
+        tuner = cls(max_epochs=epochs, factor=3, **common)
+        tuner.oracle.max_trials = max_trials  # Hyperband has no such argument; its oracle honours it
+        return tuner
+    return cls(max_trials=max_trials, **common)
+
+
+# -- the parent's summary ---------------------------------------------------------
+def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """One row per child (every invocation, every worker) and each child's val_loss curve."""
+    client = mlflow.MlflowClient()
+    children = client.search_runs([experiment_id], filter_string=f"tags.`{runs.PARENT_TAG}` = '{parent_id}'",
+                                  max_results=5000)
+    rows, histories = [], {}
+    for r in sorted(children, key=lambda r: r.data.tags.get(TRIAL_TAG, "")):
+        m, tags = r.data.metrics, r.data.tags
+        name = f"trial {tags.get(TRIAL_TAG, '?')}"
+        rows.append({
+            "trial": name, "trial_id": tags.get(TRIAL_TAG),
+            **{k[3:]: v for k, v in sorted(r.data.params.items()) if k.startswith("hp.")},
+            **{k: tags[k] for k in HYPERBAND_TAGS if k in tags},
+            "best_val_loss": m.get("best_val_loss", float("nan")), "best_epoch": m.get("best_epoch", float("nan")),
+            "train_loss_at_best": m.get("best_epoch_loss", float("nan")),
+            "total_params": float(r.data.params.get("model.total_params", "nan")),
+            "status": r.info.status, "tuner_status": tags.get(STATUS_TAG, ""),
+            "error": tags.get(runs.ERROR_TAG, ""), "run_id": r.info.run_id,
+        })
+        histories[name] = {"val_loss": [x.value for x in sorted(client.get_metric_history(r.info.run_id, "val_loss"),
+                                                                key=lambda x: x.step)]}
+    return pd.DataFrame(rows), histories
+
+
+def _summarize(tuner, parent_id: str, experiment_id: str, splits) -> tuple[pd.DataFrame, str | None]:
+    """results.csv, results_summary.txt, best hyper-parameters, the best model on the test split."""
+    from mlflow_dl.trial import _test_plot, test_metrics
+
+    table, histories = children_table(parent_id, experiment_id)
+    finished = table[table["status"] == "FINISHED"] if len(table) else table
+    best_run_id = None
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(os.path.join(tmp, "results.csv"), index=False)
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            tuner.results_summary(num_trials=max(1, len(tuner.oracle.trials)))
+        with open(os.path.join(tmp, "results_summary.txt"), "w") as f:
+            f.write(text.getvalue())
+        mlflow.log_artifacts(tmp)
+    mlflow.log_metrics({"n_trials": len(table), "n_finished": len(finished),
+                        "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
+    if not len(finished):
+        return table, None
+    best = finished.loc[finished["best_val_loss"].idxmin()]
+    best_run_id = best["run_id"]
+    mlflow.set_tag("best_run_id", best_run_id)
+    trial = tuner.oracle.trials.get(best["trial_id"])
+    values = trial.hyperparameters.values if trial is not None else {}
+    mlflow.log_dict({k: v for k, v in values.items() if not k.startswith("tuner/")}, "best_hyperparameters.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
+                                                   dst_path=tmp)
+        model = keras.saving.load_model(path, safe_mode=True)
+    mlflow.log_metrics(test_metrics(model, splits))
+    artifact, fig = _test_plot(model, splits)
+    mlflow.log_figure(fig, artifact)
+    plots.close(fig)
+    figures, _ = compare.comparison_figures(table, histories, AXIS)
+    for artifact, fig in figures.items():
+        mlflow.log_figure(fig, artifact)
+        plots.close(fig)
+    return table, best_run_id
+
+
+# -- the search ---------------------------------------------------------------------
+def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 10, epochs: int = 10,
+         space: str | None = None, model: str = "mlp", search_id: str | None = None, batch_size: int = 32,
+         experiment: str | None = None, directory: str = "keras_tuner", allow_remote_oracle: bool = False,
+         echo=print) -> TuneResult:
+    """Run (or resume, same `search_id`) a keras-tuner search with every trial an MLflow child run.
+
+    Everything the user gives is checked before a run or a tuner starts. Under
+    keras-tuner's distributed mode the chief serves the oracle and writes the
+    parent's summary when all trials are done; each worker logs its trials as
+    children of the same parent (found by the search id).
+    """
+    data = data or DataSpec()
+    space_map = space_module.load_space(model, space)
+    space_module.check_tuner(tuner, space_map)
+    if model != "mlp":
+        raise ConfigError(f"model={model!r} is not available for tune yet (its builder has not landed); expected mlp")
+    if max_trials < 1:
+        raise ConfigError(f"max_trials={max_trials!r} is invalid; expected an integer >= 1")
+    fit = FitSpec(epochs=epochs, batch_size=batch_size, patience=None, seed=data.seed)
+    role = distributed_role(allow_remote_oracle)
+    if search_id is None:
+        if role == "worker":
+            raise ConfigError("search_id is required on a keras-tuner worker; expected the chief's --search-id")
+        search_id = f"{tuner}-{uuid.uuid4().hex[:8]}"
+    _check_search_id(search_id)
+
+    from mlflow_dl.data.datasets import load_dataset
+    from mlflow_dl.data.split import split_and_scale
+
+    ds = load_dataset(data.dataset, data.target, data.task, data.dropna)
+    splits = split_and_scale(ds, data)
+    base = TrialSpec(data=data, model=ModelSpec(), fit=fit)
+    params = {**{k: v for k, v in base.params().items() if k.startswith("data.")},
+              "tune.tuner": tuner, "tune.model": model, "tune.epochs": str(epochs), "tune.search_id": search_id,
+              "tune.space": space_module.space_json(space_map), "fit.batch_size": str(batch_size)}
+    experiment_id = runs.ensure_experiment(experiment)
+    parent = find_parent(search_id, experiment_id)
+    if parent is not None:
+        _check_same_search(parent, params, search_id)
+
+    if role == "worker":
+        parent = parent or _wait_for_parent(search_id, experiment_id)
+        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo)
+        return _search(bridge, role, tuner, max_trials, epochs, directory)
+
+    run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
+           runs.start_run(FAMILY, run_name=f"tune {tuner} {search_id}", experiment=experiment,
+                          tags={SEARCH_TAG: search_id}))
+    run_id = run.info.run_id
+    try:
+        if parent is None:
+            mlflow.log_params(params)
+        else:
+            echo(f"resuming search {search_id} (parent run {run_id})")
+        mlflow.set_tag("tune.max_trials", str(max_trials))
+        bridge = _Bridge(run_id, experiment_id, search_id, base, space_map, ds, splits, echo)
+        result = _search(bridge, role, tuner, max_trials, epochs, directory)
+    except BaseException as exc:
+        runs.end_run(run_id, exc)
+        raise
+    runs.end_run(run_id)
+    return result
+
+
+def _wait_for_parent(search_id: str, experiment_id: str):
+    deadline = time.time() + WORKER_WAIT_SECONDS
+    while time.time() < deadline:
+        time.sleep(1)
+        parent = find_parent(search_id, experiment_id)
+        if parent is not None:
+            return parent
+    raise ConfigError(f"search_id={search_id!r} has no parent run after {WORKER_WAIT_SECONDS}s; "
+                      "expected the chief (KERASTUNER_TUNER_ID=chief) to start the search first")
+
+
+def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
+    """Run keras-tuner's search; the chief (or the only process) then summarises on the parent."""
+    run_id, search_id, splits = bridge.parent_id, bridge.search_id, bridge.splits
+    tuner = _make_tuner(kind, bridge, max_trials, epochs, bridge.base.data.seed, directory, search_id)
+    tuner.search(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), epochs=epochs,
+                 batch_size=bridge.base.fit.batch_size, verbose=0)
+    if role == "worker":
+        return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
+    table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, splits)
+    return TuneResult(run_id, search_id, role, table, best_run_id)
+
+
+def best_hyperparameters(parent_run_id: str) -> dict:
+    """The best trial's hyper-parameters, as logged on the parent (`best_hyperparameters.json`)."""
+    return json.loads(mlflow.artifacts.load_text(f"runs:/{parent_run_id}/best_hyperparameters.json"))
