@@ -19,7 +19,12 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """x_scaled = x * x_scale + x_offset; y_original = y_scaled * y_scale + y_offset."""
+    """x_scaled = x * x_scale + x_offset; y_original = y_scaled * y_scale + y_offset.
+
+    Optional, after scaling: a PCA projection (x_scaled - pca_mean) @ pca_components.T,
+    or `groups` (input name -> its columns), which makes transform return one array
+    per named input of a multi-input model.
+    """
 
     columns: tuple[str, ...]
     x_scale: tuple[float, ...]
@@ -29,6 +34,9 @@ class Preprocessing:
     classes: tuple | None = None
     y_scale: float = 1.0
     y_offset: float = 0.0
+    groups: dict[str, tuple[str, ...]] | None = None
+    pca_mean: tuple[float, ...] | None = None
+    pca_components: tuple[tuple[float, ...], ...] | None = None
     window: int = 0  # time series: transform returns every window of this many consecutive rows
     horizon: int = 1  # time series: a window predicts the target this many rows after its last row
 
@@ -46,8 +54,8 @@ class Preprocessing:
                 problem.append("no rows")
             raise InputError(f"{'; '.join(problem)}; expected rows with the columns {list(self.columns)}")
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw rows (original column names, any order) -> scaled float32 matrix."""
+    def transform(self, frame: pd.DataFrame) -> np.ndarray | dict[str, np.ndarray]:
+        """Raw rows (original column names, any order) -> scaled float32 matrix (or one per group)."""
         self.check_columns(frame)
         try:
             x = frame[list(self.columns)].to_numpy(dtype=np.float32)
@@ -60,9 +68,14 @@ class Preprocessing:
             raise InputError(f"missing or infinite values in columns {bad}; "
                              f"expected numbers in the columns {list(self.columns)}")
         x = x * np.asarray(self.x_scale, np.float32) + np.asarray(self.x_offset, np.float32)
+        if self.pca_components is not None:
+            x = (x - np.asarray(self.pca_mean, np.float32)) @ np.asarray(self.pca_components, np.float32).T
         if self.window:
             return self.windows(x)
-        return x
+        if self.groups is None:
+            return x
+        index = {c: i for i, c in enumerate(self.columns)}
+        return {name: x[:, [index[c] for c in cols]] for name, cols in self.groups.items()}
 
     def windows(self, x: np.ndarray) -> np.ndarray:
         """Scaled rows (oldest first) -> every complete window, (n - window + 1, window, features)."""
@@ -95,7 +108,11 @@ class Preprocessing:
     @classmethod
     def from_json(cls, text: str) -> "Preprocessing":
         d = json.loads(text)
-        for key in ("columns", "x_scale", "x_offset", "classes"):
+        for key in ("columns", "x_scale", "x_offset", "classes", "pca_mean"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
+        if d.get("pca_components") is not None:
+            d["pca_components"] = tuple(map(tuple, d["pca_components"]))
+        if d.get("groups") is not None:
+            d["groups"] = {name: tuple(cols) for name, cols in d["groups"].items()}
         return cls(**d)

@@ -6,7 +6,7 @@ from importlib import import_module
 
 from mlflow_dl.errors import ConfigError
 
-SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size")
+SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size", "multi_input", "pca")
 
 
 def get(name: str):

@@ -18,9 +18,13 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
     from mlflow_dl.trial import run_trial
 
     splits = subsample_train(splits, trial.train_fraction, trial.spec.data.seed)
+    if trial.prepare is not None:
+        splits = trial.prepare(splits)
+    builder = {"build_model": trial.build_model} if trial.build_model is not None else {}
     return run_trial(ds, splits, trial.spec, family=family, run_name=trial.name, parent_run_id=parent_run_id,
-                     extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction)},
-                     raise_errors=False)
+                     extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction),
+                                   **{f"trial.{k}": str(v) for k, v in trial.values.items()}},
+                     raise_errors=False, **builder)
 
 
 def inline(trials, ds, splits, family, parent_run_id, on_result):

@@ -96,6 +96,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
         raise ConfigError(f"{family}: the grid is empty; expected at least one trial")
     ds = load_dataset(base.data.dataset, base.data.target, base.data.task, base.data.dropna)
     splits = split_and_scale(ds, base.data)
+    if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
+        trials = module.bind(trials, ds, splits)
     _warn_sqlite_workers(workers)
 
     with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
@@ -138,6 +140,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                 plots.close(fig)
             if knee_value is not None:
                 mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
+        if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
+            module.log_parent(ds, splits, trials)
         if interrupted is not None:
             raise interrupted
     return SweepResult(parent_run_id=parent_id, table=table, best_run_id=best_run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from mlflow_dl.config import TrialSpec
 
@@ -15,6 +16,11 @@ class Trial:
     spec: TrialSpec
     values: dict = field(default_factory=dict)  # swept value(s) for the table and the plots
     train_fraction: float = 1.0
+    # picklable callables (module-level functions or partials of them), for families whose trials differ
+    # in more than the spec: prepare(splits) -> splits (PCA features, named input groups), and
+    # build_model(spec, splits) -> compiled keras.Model (None: trial.mlp_builder)
+    prepare: Callable | None = None
+    build_model: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +27,8 @@ from mlflow.entities import Metric
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import runs
 from mlflow_dl.tracking.logger import BackgroundLogger
+
+_SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
 
 def _warm_up() -> None:
@@ -145,7 +148,7 @@ class MlflowCallback(keras.callbacks.Callback):
         # uploads that need nothing more from the model run beside the model logging
         with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
                 tempfile.TemporaryDirectory() as tmp:
-            jobs = [side.submit(self._log_summary_and_curves)]
+            jobs = [side.submit(self._log_summary_and_curves), side.submit(self._log_architecture, tmp)]
             if self.diverged_at is None and self.best_weights is not None:
                 model_path = self._save_checkpoint(tmp, side, jobs)
                 if self.log_model:
@@ -169,6 +172,22 @@ class MlflowCallback(keras.callbacks.Callback):
             fig = plots.learning_curves(self.history, self.best_epoch)
             self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
             plots.close(fig)
+
+    def _log_architecture(self, tmp: str) -> None:
+        """model.summary() as model_summary.txt; the graph as plots/model.png where pydot and graphviz are."""
+        global _SAID_NO_GRAPHVIZ
+        lines: list[str] = []
+        self.model.summary(line_length=120, print_fn=lambda text, *_, **__: lines.append(text))
+        self._client.log_text(self.run_id, "\n".join(lines), "model_summary.txt")
+        path = os.path.join(tmp, "model.png")
+        try:
+            keras.utils.plot_model(self.model, to_file=path, show_shapes=True, show_layer_names=True, dpi=72)
+        except ImportError as exc:  # pydot or the graphviz `dot` program is missing
+            if not _SAID_NO_GRAPHVIZ:
+                print(f"mlflow-dl: no model diagram (plots/model.png): {exc}", file=sys.stderr)
+                _SAID_NO_GRAPHVIZ = True
+            return
+        self._client.log_artifact(self.run_id, path, "plots")
 
     def _save_checkpoint(self, tmp: str, side, jobs) -> str:
         """Write checkpoints/best.keras (uploaded beside); return the file the logged model uses."""

@@ -28,6 +28,20 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def _routing(prep: Preprocessing) -> dict:
+    """What the model does with the columns before the network: named input groups, PCA components.
+
+    It stands in for an input schema with one named input per group: MLflow's would make the
+    server drop or reject columns on its own terms, while the model routes one DataFrame itself.
+    """
+    out = {}
+    if prep.groups:
+        out["input_groups"] = {name: list(cols) for name, cols in prep.groups.items()}
+    if prep.pca_components is not None:
+        out["pca_components"] = len(prep.pca_components)
+    return out
+
+
 def log_pipeline_model(
     keras_path: str,
     prep: Preprocessing,
@@ -60,5 +74,5 @@ def log_pipeline_model(
             input_example=input_example.astype("float64"),
             pip_requirements=pip_requirements(),
             metadata={"mlflow_dl": {"input_columns": list(prep.columns), "task": prep.task,
-                                    "target": prep.target}},
+                                    "target": prep.target, **_routing(prep)}},
         )

@@ -53,3 +53,40 @@ def predicted_vs_actual(y_true, y_pred):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def scree(ratio, cumulative, elbow: int | None, for_variance: dict[float, int]):
+    """Explained-variance ratio per component (bars) and its cumulative sum, elbow and 90/95/99% marked."""
+    k = np.arange(1, len(ratio) + 1)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.bar(k, ratio, color="tab:blue", alpha=0.7, label="explained variance ratio")
+    ax.plot(k, cumulative, "o-", color="tab:orange", markersize=3, label="cumulative")
+    if elbow is not None:
+        ax.axvline(elbow, color="red", linestyle="--", label=f"elbow: {elbow} components")
+    for target, n in for_variance.items():
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"{target:.0%}: {n}", (len(k), target), ha="right", va="bottom", fontsize=7)
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("share of variance")
+    ax.set_title("PCA scree plot (scaled training rows)")
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def embedding(xy, y, classes=None, title: str = "t-SNE of the training rows"):
+    """2-D points coloured by class (a legend) or by a continuous target (a colour bar)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if classes is not None:
+        for code, label in enumerate(classes):
+            mask = np.asarray(y) == code
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=8, alpha=0.7, label=str(label))
+        ax.legend(fontsize=7, markerscale=2, title="class")
+    else:
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=y, s=8, alpha=0.7, cmap="viridis")
+        fig.colorbar(points, ax=ax, label="target")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
