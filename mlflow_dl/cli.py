@@ -167,6 +167,27 @@ def serve(model_name, alias, host, port):
     sys.exit(serve_fn(spec))
 
 
+@cli.command()
+@click.option("--backend-store-uri", default="sqlite:///mlflow.db", show_default=True,
+              help="sqlite:///FILE (embedded) or postgresql://USER@HOST:PORT/DB (team).")
+@click.option("--artifacts-destination", default="./mlartifacts", show_default=True,
+              help="Where the server keeps artifacts (clients upload through it).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Another address needs --app-name basic-auth.")
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--app-name", default=None, type=click.Choice(["basic-auth"]),
+              help="Users and permissions; refuses to start while the admin password is the default.")
+@click.option("--allowed-hosts", default="", help="Comma list of Host names clients use; no wildcard.")
+@click.option("--workers", default=1, show_default=True, type=int)
+def server(backend_store_uri, artifacts_destination, host, port, app_name, allowed_hosts, workers):
+    """Start the tracking server: embedded SQLite by default, PostgreSQL + basic-auth for a team."""
+    from mlflow_dl.server import ServerSpec, command, serve as serve_fn
+
+    spec = ServerSpec(backend_store_uri, artifacts_destination, host, port, app_name,
+                      tuple(h.strip() for h in allowed_hosts.split(",") if h.strip()), workers)
+    click.echo(" ".join(command(spec)), err=True)
+    sys.exit(serve_fn(spec))
+
+
 SWEEP_GRIDS = {
     # family: (grid options, base options they replace)
     "regularization": ([click.Option(["--kind"], default="l1", show_default=True, type=click.Choice(["l1", "l2", "both"])),

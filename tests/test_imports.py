@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"]]
+COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["server"]]
 
 
 def test_import_mlflow_dl_leaves_tensorflow_unimported():

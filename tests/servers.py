@@ -1,0 +1,73 @@
+"""Helpers for tests that need their own tracking server or a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import free_port, mlflow_dl_cli, wait_http
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _pg_reachable() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(f"{PG}/postgres", connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_uri():
+    """A fresh, empty PostgreSQL database for this test (dropped after it)."""
+    if not _pg_reachable():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG} and CI is set: these tests must run in CI")
+        pytest.skip(f"no PostgreSQL reachable at {PG} (start it: pg_ctlcluster <version> main start)")
+    import psycopg2
+
+    name = f"mlflow_dl_test_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+class Server:
+    """`mlflow-dl server ...` as a subprocess on a free loopback port; restartable on the same port."""
+
+    def __init__(self, folder, *args, env=None, port=None):
+        self.folder, self.args, self.env = folder, list(args), {**os.environ, **(env or {})}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(os.path.join(self.folder, f"server-{self.port}.log"), "a")
+        self.proc = subprocess.Popen(mlflow_dl_cli() + ["server", "--port", str(self.port)] + self.args,
+                                     cwd=self.folder, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if wait:
+            wait_http(f"{self.url}/health", timeout=90, proc=self.proc)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
