@@ -206,6 +206,13 @@ SWEEP_GRIDS = {
     "learning_rate": ([click.Option(["--lrs"], help="Comma list (default: 0.1,0.01,0.001,0.0001).")], {"lr"}),
     "data_size": ([click.Option(["--fractions"], help="Comma list of training-row fractions (default: 0.1,0.25,0.5,1).")],
                   set()),
+    "multi_input": ([click.Option(["--groups"], help="Feature groups: ';' between groups, ',' between column names or "
+                                                  "globs, optional name=, e.g. 'mean *;worst *;* error'; or auto, "
+                                                  "auto:N (default: auto = 3 blocks)."),
+                     click.Option(["--branch-units"], help="Comma list of Dense units per branch (default: 8,32).")],
+                    set()),
+    "pca": ([click.Option(["--components"], help="Comma list of PCA component counts and/or raw (default: 2,5,10,raw).")],
+            set()),
 }
 
 
@@ -245,6 +252,7 @@ def _question(family: str) -> str:
         "regularization": "How strong should L1/L2 be?", "dropout": "How much dropout?",
         "capacity": "How big a network?", "early_stopping": "When to stop?",
         "learning_rate": "Which learning rate?", "data_size": "Do more training rows help?",
+        "multi_input": "Do separate input branches help?", "pca": "How many PCA components?",
     }[family]
 
 

@@ -23,6 +23,8 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
         m = result.metrics
         echo(f"{title}: run {result.run_id} best_val_loss={m['best_val_loss']:.4g} at epoch {m['best_epoch']}")
         done[title] = result.run_id
+    # the Functional API (one branch per feature group) and PCA / t-SNE, on tiny grids
+    done.update(_multi_input_and_pca(epochs, experiment, echo))
     # last step: the best breast-cancer model becomes the registered champion, ready to serve
     from mlflow_dl.registry import promote
     from mlflow_dl.serving import ServeSpec, shell_command
@@ -33,4 +35,26 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     echo(f"Serve it with:  {shell_command(ServeSpec('mlflow-dl-breast-cancer'))}")
     echo(f"\nTracking store: {mlflow.get_tracking_uri()}")
     echo("Open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
+    return done
+
+
+def _multi_input_and_pca(epochs: int, experiment: str | None, echo) -> dict:
+    """Two small sweeps on breast_cancer: grouped inputs against one input, PCA features against raw."""
+    from mlflow_dl.config import ModelSpec
+    from mlflow_dl.sweeps.runner import sweep
+
+    grids = {
+        "multi_input breast_cancer (mean / worst / error branches vs one input)":
+            dict(family="multi_input", groups="mean *;worst *;* error", branch_units="8", model=ModelSpec(hidden=(16,))),
+        "pca breast_cancer (2, 10 components vs raw; scree, t-SNE)":
+            dict(family="pca", components="2,10,raw", model=ModelSpec(hidden=(64, 32))),
+    }
+    done = {}
+    for title, grid in grids.items():
+        result = sweep(data=DataSpec("breast_cancer"), fit=FitSpec(epochs=epochs, patience=5), experiment=experiment,
+                       progress=False, **grid)
+        best = result.best
+        echo(f"{title}: parent run {result.parent_run_id}, best {best['trial']} "
+             f"best_val_loss={best['best_val_loss']:.4g}" if best is not None else f"{title}: no trial finished")
+        done[title] = result.parent_run_id
     return done
