@@ -260,6 +260,30 @@ for _family in SWEEP_GRIDS:
     sweep.add_command(_sweep_command(_family))
 
 
+@cli.command()
+@data_options
+@click.option("--tuner", default="random", show_default=True, type=click.Choice(["random", "grid", "bayesian", "hyperband"]))
+@click.option("--max-trials", default=10, show_default=True, type=int)
+@click.option("--epochs", default=10, show_default=True, type=int, help="Epochs per trial (Hyperband: the most a trial gets).")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--space", default=None, help="YAML/JSON file overriding the default search space key by key.")
+@click.option("--search-id", default=None, help="Names the search; the same id resumes it (default: a new one).")
+@click.option("--directory", default="keras_tuner", show_default=True, help="Where keras-tuner keeps its state.")
+@click.option("--allow-remote-oracle", is_flag=True,
+              help="Accept a non-loopback KERASTUNER_ORACLE_IP (its gRPC service has no authentication).")
+def tune(tuner, max_trials, epochs, batch_size, space, search_id, directory, allow_remote_oracle, **kw):
+    """Let keras-tuner search: a parent run per search, a child per trial."""
+    data = build_spec(kw).data
+    _quiet_tensorflow()
+    from mlflow_dl.sweeps.tuner import tune as tune_fn
+
+    result = tune_fn(data, tuner=tuner, max_trials=max_trials, epochs=epochs, space=space or None,
+                     search_id=search_id or None, batch_size=batch_size, experiment=kw["experiment"],
+                     directory=directory, allow_remote_oracle=allow_remote_oracle, echo=click.echo)
+    click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "
+               f"{len(result.table)} trials, best run {result.best_run_id}")
+
+
 def _describe(result) -> str:
     m = result.metrics
     tests = ", ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("test_"))

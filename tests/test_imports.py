@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["server"], ["sweep", "multi_input"], ["sweep", "pca"]]
+COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sweep", "multi_input"], ["sweep", "pca"]]
 
 
 def test_import_mlflow_dl_leaves_tensorflow_unimported():
