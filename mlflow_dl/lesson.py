@@ -23,8 +23,11 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
         m = result.metrics
         echo(f"{title}: run {result.run_id} best_val_loss={m['best_val_loss']:.4g} at epoch {m['best_epoch']}")
         done[title] = result.run_id
+    # performance management: one small sweep per family, each a parent run with a child per trial
+    done.update(_performance_sweeps(epochs, experiment, echo))
     # the Functional API (one branch per feature group) and PCA / t-SNE, on tiny grids
     done.update(_multi_input_and_pca(epochs, experiment, echo))
+    done.update(_tune(epochs, experiment, echo))
     # last step: the best breast-cancer model becomes the registered champion, ready to serve
     from mlflow_dl.registry import promote
     from mlflow_dl.serving import ServeSpec, shell_command
@@ -35,6 +38,32 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     echo(f"Serve it with:  {shell_command(ServeSpec('mlflow-dl-breast-cancer'))}")
     echo(f"\nTracking store: {mlflow.get_tracking_uri()}")
     echo("Open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
+    return done
+
+
+LESSON_SWEEPS = {
+    "regularization": dict(kind="both", strengths="0.0001,0.01,0.3"),
+    "dropout": dict(rates="0,0.2,0.5"),
+    "capacity": dict(layers="1,2,3", nodes="8,64"),
+    "early_stopping": dict(patience="0,5", min_delta="0", restore="on,off"),
+    "learning_rate": dict(lrs="0.1,0.01,0.001"),
+    "data_size": dict(fractions="0.1,0.5,1"),
+}
+
+
+def _performance_sweeps(epochs: int, experiment: str | None, echo) -> dict:
+    """The lecture's performance-management experiments on breast_cancer, small grids."""
+    from mlflow_dl.config import ModelSpec
+    from mlflow_dl.sweeps.runner import sweep
+
+    done = {}
+    for family, grid in LESSON_SWEEPS.items():
+        result = sweep(family, data=DataSpec("breast_cancer"), model=ModelSpec(hidden=(32, 16)),
+                       fit=FitSpec(epochs=epochs, patience=5), experiment=experiment, progress=False, **grid)
+        best = result.best
+        echo(f"sweep {family}: parent run {result.parent_run_id}, {len(result.table)} trials, best "
+             + (f"{best['trial']} best_val_loss={best['best_val_loss']:.4g}" if best is not None else "none finished"))
+        done[f"sweep {family}"] = result.parent_run_id
     return done
 
 
@@ -58,3 +87,18 @@ def _multi_input_and_pca(epochs: int, experiment: str | None, echo) -> dict:
              f"best_val_loss={best['best_val_loss']:.4g}" if best is not None else f"{title}: no trial finished")
         done[title] = result.parent_run_id
     return done
+
+
+def _tune(epochs: int, experiment: str | None, echo) -> dict:
+    """A tiny keras-tuner random search on breast_cancer: 3 trials, each a child run of one parent."""
+    import tempfile
+
+    from mlflow_dl.sweeps.tuner import tune
+
+    title = "tune breast_cancer (keras-tuner random search, 3 trials)"
+    with tempfile.TemporaryDirectory() as state:  # keras-tuner's own files; the runs hold the results
+        result = tune(DataSpec("breast_cancer"), tuner="random", max_trials=3, epochs=min(epochs, 10),
+                      experiment=experiment, directory=state, echo=lambda _: None)
+    best = result.table.set_index("run_id")["best_val_loss"].get(result.best_run_id, float("nan"))
+    echo(f"{title}: parent run {result.parent_run_id}, best run {result.best_run_id} best_val_loss={best:.4g}")
+    return {title: result.parent_run_id}

@@ -1,0 +1,156 @@
+"""Sweep families end to end on tiny data against a real SQLite store."""
+
+import io
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import all_runs, mlflow_dl_cli
+from mlflow_dl.cli import main
+from mlflow_dl.config import DataSpec, FitSpec, ModelSpec
+from mlflow_dl.sweeps.runner import sweep
+
+TINY = dict(model=ModelSpec(hidden="8"), fit=FitSpec(epochs=2, patience=None))
+
+FAMILIES = [
+    ("regularization", {"kind": "both", "strengths": "0.001,0.1"}, {"l1=0.001", "l1=0.1", "l2=0.001", "l2=0.1"}),
+    ("dropout", {"rates": "0,0.4"}, {"dropout=0", "dropout=0.4"}),
+    ("capacity", {"layers": "1,2", "nodes": "4"}, {"1x4", "2x4"}),
+    ("early_stopping", {"patience": "0", "min_delta": "0,0.01", "restore": "on"}, {"p=0,d=0,restore", "p=0,d=0.01,restore"}),
+    ("learning_rate", {"lrs": "0.01,0.001"}, {"lr=0.01", "lr=0.001"}),
+    ("data_size", {"fractions": "0.3,1"}, {"rows=0.3", "rows=1"}),
+]
+
+
+def children_of(parent_id):
+    return [r for r in all_runs() if r.data.tags.get("mlflow.parentRunId") == parent_id]
+
+
+def artifacts(run_id):
+    return {f.path for f in mlflow.MlflowClient().list_artifacts(run_id)} | {
+        f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+
+
+@pytest.mark.parametrize("family, grid, names", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_family_parent_children_table_plots_best(family, grid, names, tracking_store):
+    result = sweep(family, progress=False, **TINY, **grid)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    kids = children_of(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlflow_dl.family"] == family
+    assert {k.info.run_name for k in kids} == names
+    assert all(k.info.status == "FINISHED" and k.data.tags["mlflow_dl.family"] == family for k in kids)
+    # the compare view: every child has the same param keys
+    assert len({frozenset(k.data.params) for k in kids}) == 1
+    # the table equals the children's metrics
+    table = pd.read_csv(io.StringIO(open(mlflow.artifacts.download_artifacts(
+        run_id=result.parent_run_id, artifact_path="results.csv")).read()))
+    by_id = {k.info.run_id: k for k in kids}
+    assert set(table["run_id"]) == set(by_id)
+    for _, row in table.iterrows():
+        m = by_id[row["run_id"]].data.metrics
+        assert row["best_val_loss"] == pytest.approx(m["best_val_loss"])
+        assert row["best_epoch"] == m["best_epoch"]
+        assert row["train_loss_at_best"] == pytest.approx(m["best_epoch_loss"])
+        assert row["test_accuracy"] == pytest.approx(m["test_accuracy"])
+    best_loss = min(k.data.metrics["best_val_loss"] for k in kids)  # (ties go to the earlier trial)
+    assert parent.data.tags["best_run_id"] == result.best_run_id
+    assert by_id[result.best_run_id].data.metrics["best_val_loss"] == best_loss
+    assert parent.data.metrics["n_trials"] == len(names) and parent.data.metrics["n_failed"] == 0
+    assert {"results.csv", "plots/loss_vs_swept_value.png", "plots/val_loss_curves.png"} <= artifacts(result.parent_run_id)
+
+
+def test_capacity_knee_is_found_and_logged(tracking_store):
+    result = sweep("capacity", progress=False, layers="1", nodes="1,2,4,16,64",
+                   model=ModelSpec(hidden="8"), fit=FitSpec(epochs=3, patience=None, lr=0.01))
+    parent = mlflow.get_run(result.parent_run_id)
+    table = result.table
+    from mlflow_dl.sweeps.compare import knee
+
+    expected = knee(np.log10(table["total_params"]), table["best_val_loss"], "decreasing")
+    if expected is None:
+        assert "knee_total_params" not in parent.data.metrics
+    else:
+        assert parent.data.metrics["knee_total_params"] == pytest.approx(10 ** expected)
+
+
+def test_a_failing_trial_ends_failed_and_the_sweep_goes_on(tracking_store):
+    result = sweep("regularization", progress=False, kind="l1", strengths="0.001,1e38", **TINY)
+    kids = {k.info.run_name: k for k in children_of(result.parent_run_id)}
+    assert kids["l1=0.001"].info.status == "FINISHED"
+    assert kids["l1=1e+38"].info.status == "FAILED"
+    assert "loss became" in kids["l1=1e+38"].data.tags["mlflow_dl.error"]
+    parent = mlflow.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["n_failed"] == 1 and parent.data.tags["best_run_id"] == kids["l1=0.001"].info.run_id
+
+
+def test_two_workers_give_the_inline_results(tracking_store):
+    inline = sweep("dropout", progress=False, rates="0,0.3", **TINY)
+    workers = sweep("dropout", progress=False, rates="0,0.3", workers=2, **TINY)
+    a = inline.table.set_index("trial")["best_val_loss"]
+    b = workers.table.set_index("trial")["best_val_loss"]
+    np.testing.assert_allclose(a.sort_index(), b.sort_index(), rtol=1e-4)
+    assert len(children_of(workers.parent_run_id)) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["dropout", "--rates", ""], "rates='' is invalid; expected a non-empty"),
+    (["dropout", "--rates", "0,1.0"], "dropout=1.0 is invalid; expected a rate in [0, 1)"),
+    (["regularization", "--strengths", "0.1,-1"], "l1=-1.0 is invalid"),
+    (["data_size", "--fractions", "0,1"], "fractions=0.0 is invalid"),
+    (["capacity", "--nodes", "x"], "nodes='x' is invalid"),
+    (["nope"], "No such command 'nope'"),
+])
+def test_bad_grids_one_line_exit_2_nothing_started(args, message, capsys, tracking_store):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", *args, "--epochs", "1"] if args != ["nope"] else ["sweep", "nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err
+    assert all_runs() == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_kills_the_running_child_and_the_parent_keeps_the_table(tmp_path, tracking_store):
+    proc = subprocess.Popen([*mlflow_dl_cli(), "sweep", "learning_rate", "--lrs", "0.01,0.001,0.0001",
+                             "--epochs", "300", "--patience", "none", "--hidden", "8"],
+                            cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        runs = all_runs()
+        if any(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs) and \
+                sum(r.info.status == "RUNNING" for r in runs) == 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(120)
+    runs = all_runs()
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    statuses = sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert parent.info.status == "KILLED"
+    assert statuses == ["FINISHED", "KILLED"]
+    assert proc.returncode == 130
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="results.csv"))
+    assert list(table["status"]) == ["FINISHED"]
+
+
+@pytest.mark.slow
+def test_standalone_family_project_through_mlflow_run(tracking_store):
+    from conftest import REPO
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store}
+    proc = subprocess.run([sys.executable, "-m", "mlflow", "run", os.path.join(REPO, "projects", "dropout"),
+                           "--env-manager", "local", "-P", "rates=0,0.5", "-P", "epochs=1", "-P", "hidden=4"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = all_runs()
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "main" and parent.info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in children_of(parent.info.run_id)) == ["dropout=0", "dropout=0.5"]
