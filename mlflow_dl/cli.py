@@ -260,6 +260,67 @@ for _family in SWEEP_GRIDS:
     sweep.add_command(_sweep_command(_family))
 
 
+@cli.command(name="rnn-vs-lstm")
+@click.option("--dataset", default="sunspots", show_default=True, help="co2, macrodata, sunspots, or a CSV path.")
+@click.option("--target", default=None, help="Column to forecast (default: the bundled series' own).")
+@click.option("--date-column", default=None, help="Date column of a CSV.")
+@click.option("--cells", default="rnn,lstm", show_default=True, help="Comma list of rnn, lstm, gru.")
+@click.option("--timesteps", default="4,8,16", show_default=True, help="Comma list of window lengths.")
+@click.option("--units", default="8,8", show_default=True, help="Units per recurrent layer.")
+@click.option("--flatten/--no-flatten", default=False, show_default=True,
+              help="Last layer returns sequences + Flatten, instead of its final state.")
+@click.option("--activation", default="tanh", show_default=True)
+@click.option("--horizon", default=1, show_default=True, type=int, help="Predict this many rows ahead.")
+@click.option("--season", default="", help="Season length in rows (0: none; default: the bundled series' own).")
+@click.option("--resample", default=None, help="Aggregate to this pandas frequency (D, W, MS, QS, ...).")
+@click.option("--interpolate", is_flag=True, help="Fill gaps and missing values in time.")
+@click.option("--scaler", default="minmax", show_default=True, type=click.Choice(["minmax", "standard"]))
+@click.option("--scale-y/--no-scale-y", default=True, show_default=True, help="Standardise the target on train.")
+@click.option("--val-fraction", default=0.15, show_default=True, type=float)
+@click.option("--test-fraction", default=0.15, show_default=True, type=float)
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+@click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
+@fit_options
+def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
+    """Which recurrent cell, how long a window? (a parent run, a child per cell x timesteps)"""
+    from mlflow_dl.config import FitSpec, parse_list
+    from mlflow_dl.data.series import SeriesSpec
+    from mlflow_dl.models.recurrent import RecurrentSpec
+
+    season = parse_list(kw["season"], int, "season")
+    data = SeriesSpec(**{k: kw[k] for k in ("dataset", "horizon", "interpolate", "scaler", "scale_y",
+                                            "val_fraction", "test_fraction", "seed")},
+                      target=kw["target"] or None, date_column=kw["date_column"] or None,
+                      resample=kw["resample"] or None, season=season[0] if season else None)
+    model = RecurrentSpec(units=kw["units"], activation=kw["activation"], flatten=kw["flatten"])
+    fit = FitSpec(**{k: kw[k] for k in ("epochs", "batch_size", "lr", "min_delta", "restore_best_weights",
+                                        "seed", "verbose")}, patience=_patience(kw["patience"]))
+    _quiet_tensorflow()
+    from mlflow_dl.families.rnn_vs_lstm import run
+
+    result = run(data, model, fit, cells=cells, timesteps=timesteps, workers=workers, experiment=experiment)
+    click.echo(f"parent run {result.parent_run_id}: best run {result.best_run_id}")
+    columns = [c for c in ("rank", "trial", "approach", "test_mae", "test_rmse", "test_mase", "best_val_loss", "status")
+               if c in result.table]
+    click.echo(result.table[columns].to_string(index=False))
+
+
+sweep.add_command(rnn_vs_lstm, name="rnn_vs_lstm")
+
+
+@cli.command()
+@click.argument("run_id")
+def diagnose(run_id):
+    """Residual diagnostics of a time-series run: ACF/PACF, ADF, KPSS, Shapiro-Wilk, Ljung-Box, Goldfeld-Quandt."""
+    from mlflow_dl.diagnostics import diagnose as diagnose_fn, is_white_noise
+
+    metrics = diagnose_fn(run_id)
+    for key, value in metrics.items():
+        click.echo(f"{key} = {value:.4g}")
+    click.echo(f"residuals_white_noise = {str(is_white_noise(metrics)).lower()}")
+
+
 @cli.command()
 @data_options
 @click.option("--tuner", default="random", show_default=True, type=click.Choice(["random", "grid", "bayesian", "hyperband"]))

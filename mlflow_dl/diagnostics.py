@@ -30,7 +30,7 @@ def _pvalue(test) -> float:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # KPSS: p-value outside its table is clipped, and says so
             return float(test())
-    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):
         return math.nan  # too few residuals for this test
 
 

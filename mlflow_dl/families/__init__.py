@@ -6,7 +6,8 @@ from importlib import import_module
 
 from mlflow_dl.errors import ConfigError
 
-SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size", "multi_input", "pca")
+SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size", "multi_input", "pca",
+          "rnn_vs_lstm")
 
 
 def get(name: str):

@@ -21,6 +21,7 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
     if trial.prepare is not None:
         splits = trial.prepare(splits)
     builder = {"build_model": trial.build_model} if trial.build_model is not None else {}
+    builder.update(after_fit=trial.after_fit)
     return run_trial(ds, splits, trial.spec, family=family, run_name=trial.name, parent_run_id=parent_run_id,
                      extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction),
                                    **{f"trial.{k}": str(v) for k, v in trial.values.items()}},
@@ -36,7 +37,7 @@ def inline(trials, ds, splits, family, parent_run_id, on_result):
     return results
 
 
-def _init_worker(tracking_uri: str, data_spec, threads: int) -> None:
+def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
     """Once per worker: quiet TF, divide the cores, load and split the data."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow
@@ -45,9 +46,14 @@ def _init_worker(tracking_uri: str, data_spec, threads: int) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
+    from mlflow_dl import families
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
+    module = families.get(family)
+    if hasattr(module, "load_data"):  # the family's own data (time series), as in runner.sweep
+        _worker["data"] = module.load_data(data_spec, ())
+        return
     ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
     _worker["data"] = (ds, split_and_scale(ds, data_spec))
 
@@ -67,7 +73,7 @@ def processes(trials, data_spec, family, parent_run_id, on_result, workers: int)
     results = [None] * len(trials)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(mlflow.get_tracking_uri(), data_spec, threads)) as pool:
+                             initargs=(mlflow.get_tracking_uri(), data_spec, threads, family)) as pool:
         futures = {pool.submit(_run_in_worker, t, family, parent_run_id): i for i, t in enumerate(trials)}
         try:
             for future in as_completed(futures):

@@ -94,8 +94,11 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
         raise ConfigError(f"{family}: {exc}") from None
     if not trials:
         raise ConfigError(f"{family}: the grid is empty; expected at least one trial")
-    ds = load_dataset(base.data.dataset, base.data.target, base.data.task, base.data.dropna)
-    splits = split_and_scale(ds, base.data)
+    if hasattr(module, "load_data"):  # a family with its own data (time series): load, check, split once
+        ds, splits = module.load_data(base.data, trials)
+    else:
+        ds = load_dataset(base.data.dataset, base.data.target, base.data.task, base.data.dropna)
+        splits = split_and_scale(ds, base.data)
     if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
         trials = module.bind(trials, ds, splits)
     _warn_sqlite_workers(workers)
@@ -128,6 +131,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
             best_run_id = finished.loc[finished["best_val_loss"].idxmin(), "run_id"]
             mlflow.set_tag("best_run_id", best_run_id)
         mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
+        if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
+            table = module.rank_table(table, ds, splits, trials)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "results.csv")
             table.to_csv(path, index=False)

@@ -1,0 +1,187 @@
+"""Time series: windows equal the lecture's temporalize, no look-ahead, bad input, the rnn_vs_lstm sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, all_runs
+from mlflow_dl.cli import main
+from mlflow_dl.data.series import SeriesSpec, load_series
+from mlflow_dl.data.windows import split_series, windows
+
+
+def temporalize(X, y, timesteps, horizon=1):
+    """The lecture's nested loops: the `timesteps` rows before each target, as a 3-D list."""
+    output_X, output_y = [], []
+    for i in range(len(X) - timesteps - horizon + 1):
+        t = []
+        for j in range(timesteps):
+            t.append(X[i + j, :])
+        output_X.append(t)
+        output_y.append(y[i + timesteps + horizon - 1])
+    return np.array(output_X), np.array(output_y)
+
+
+@pytest.mark.parametrize("rows,features,timesteps,horizon", [
+    (10, 1, 1, 1), (10, 3, 4, 1), (17, 2, 5, 3), (30, 4, 29, 1), (12, 2, 3, 9), (8, 3, 8, 1)])
+def test_windows_equal_temporalize(rows, features, timesteps, horizon):
+    rng = np.random.default_rng(rows * timesteps + horizon)
+    x, y = rng.normal(size=(rows, features)), rng.normal(size=rows)
+    got_x, got_y = windows(x, y, timesteps, horizon)
+    want_x, want_y = temporalize(x, y, timesteps, horizon)
+    assert got_x.shape == (max(rows - timesteps - horizon + 1, 0), timesteps, features)
+    assert np.array_equal(got_x, want_x.reshape(got_x.shape)) and np.array_equal(got_y, want_y)
+    assert got_x.size == 0 or np.shares_memory(got_x, x)  # a view: nothing copied
+
+
+def _csv(tmp_path, n=80, name="prices.csv", **change):
+    dates = pd.date_range("2020-01-01", periods=n, freq="D")
+    t = np.arange(n)
+    frame = pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "price": 10 + np.sin(t / 3) + t * 0.05,
+                          "volume": 100 + (t % 7), "oil": 50 + np.cos(t / 5)})
+    for key, fn in change.items():
+        frame = fn(frame)
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_no_leak_last_training_target_before_first_validation_input(tmp_path):
+    spec = SeriesSpec(_csv(tmp_path), target="price", date_column="date", timesteps=5, horizon=2)
+    ds = load_series(spec)
+    splits = split_series(ds, spec)
+    dates = {p: splits.dates[p] for p in ("train", "val", "test")}
+    # the last training window's target, the first validation window's first input
+    n_train = splits.rows("train")
+    last_train_target = dates["train"][n_train - 1]
+    first_val_input = dates["val"][0]
+    assert last_train_target < first_val_input and dates["val"][-1] < dates["test"][0]
+    x_train, y_train = windows(splits.x["train"], splits.y["train"], 5, 2)
+    assert len(y_train) == len(x_train) == n_train - 5 - 2 + 1
+    # the scaler saw the training rows only: train spans [0, 1], later rows may leave it
+    assert splits.x["train"].min() == pytest.approx(0) and splits.x["train"].max() == pytest.approx(1)
+    assert splits.x["test"][:, 0].max() > 1  # the price trends up past the training range
+
+
+def test_served_preprocessing_builds_windows_from_raw_rows(tmp_path):
+    spec = SeriesSpec(_csv(tmp_path), target="price", date_column="date", timesteps=4)
+    splits = split_series(load_series(spec), spec)
+    prep = splits.preprocessing
+    got = prep.transform(splits.raw["test"].head(6))
+    assert got.shape == (3, 4, 3)
+    assert np.allclose(got, windows(splits.x["test"], splits.y["test"], 4, 0)[0][:3])
+
+
+def test_bundled_series_load_with_their_checks():
+    assert load_series(SeriesSpec("macrodata")).season == 4
+    sun = load_series(SeriesSpec("sunspots"))
+    assert sun.freq.startswith("YS") and list(sun.X.columns) == ["SUNACTIVITY"]
+    with pytest.raises(ValueError, match="missing values in columns: co2"):
+        load_series(SeriesSpec("co2"))
+    co2 = load_series(SeriesSpec("co2", interpolate=True))
+    assert not co2.X.isna().any().any() and co2.season == 52
+
+
+BAD = {
+    "unparsable dates": (dict(x=lambda f: f.assign(date=f["date"].where(f.index != 5, "not a date"))),
+                         "unparsable dates (first 'not a date' at row 5)"),
+    "unsorted": (dict(x=lambda f: f.iloc[[1, 0] + list(range(2, len(f)))]), "dates are not in increasing order"),
+    "duplicates": (dict(x=lambda f: pd.concat([f.iloc[:3], f.iloc[2:]])), "1 duplicate timestamps"),
+    "gap": (dict(x=lambda f: f.drop(index=[10, 11])), "2 gaps in the dates at frequency D"),
+    "nan": (dict(x=lambda f: f.assign(oil=f["oil"].where(f.index != 4))), "missing values in columns: oil (1)"),
+    "non-numeric target": (dict(x=lambda f: f.assign(price="high")), "target='price' is not numeric"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD) + ["short split"])
+def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, case):
+    if case == "short split":
+        path, expected = _csv(tmp_path, n=40), "the validation split has 6 rows (of 40), shorter than timesteps + horizon = 9"
+        extra = ["--timesteps", "4,8"]
+    else:
+        change, expected = BAD[case]
+        path, extra = _csv(tmp_path, **change), []
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rnn-vs-lstm", "--dataset", path, "--target", "price", "--date-column", "date", "--epochs", "1", *extra])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert all_runs() == []
+
+
+def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
+    path = _csv(tmp_path, n=90)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rnn-vs-lstm", "--dataset", path, "--target", "price", "--date-column", "date", "--cells", "rnn,lstm",
+              "--timesteps", "6", "--units", "4", "--epochs", "2", "--season", "7", "--patience", "none"])
+    assert exit_info.value.code == 0
+    runs = all_runs()
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == ["lstm-t6", "rnn-t6"]
+    assert all(r.info.status == "FINISHED" for r in runs), [r.data.tags.get("mlflow_dl.error") for r in runs]
+    client = mlflow.MlflowClient()
+
+    # the parent: profile, baselines, the three approaches ranked
+    for key in ("target_adf_pvalue", "target_kpss_pvalue", "persistence_test_mae", "seasonal_naive_test_mae",
+                "sarimax_aic", "sarimax_test_mae", "ridge_test_mae"):
+        assert np.isfinite(parent.data.metrics[key]), key
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/profile_series.png", "plots/profile_decomposition.png", "plots/approaches_test_mae.png"} <= plots
+    table = pd.read_csv(client.download_artifacts(parent.info.run_id, "results.csv"))
+    assert set(table["approach"]) == {"naive", "statistical", "machine learning", "deep learning"}
+    assert list(table["rank"]) == list(range(1, 7)) and table["test_mae"].is_monotonic_increasing
+    assert table.loc[table["trial"] == "persistence", "test_mase"].item() == pytest.approx(1.0)
+
+    # a child: metrics on the original scale, MASE, diagnostics, forecast plot, a model that takes raw rows
+    child = children["lstm-t6"]
+    m = child.data.metrics
+    for key in ("test_mae", "test_mape", "test_rmse", "test_r2", "test_mase", "resid_adf_pvalue",
+                "resid_kpss_pvalue", "resid_shapiro_pvalue", "resid_ljungbox_pvalue", "resid_gq_pvalue"):
+        assert key in m, key
+    assert m["test_mase"] == pytest.approx(m["test_mae"] / m["persistence_test_mae"])
+    assert child.data.tags["beats_persistence"] == str(m["test_mase"] < 1).lower()
+    assert child.data.tags["residuals_white_noise"] in ("true", "false")
+    plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+    assert {"plots/actual_vs_predicted.png", "plots/residual_diagnostics.png", "plots/learning_curves.png"} <= plots
+    model = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model")
+    raw = pd.read_csv(path).drop(columns=["date"]).tail(8)
+    out = model.predict(raw)
+    assert list(out.columns) == ["prediction"] and len(out) == 3 and np.isfinite(out["prediction"]).all()
+    with pytest.raises(Exception, match="fewer than the 6 consecutive rows"):
+        model.predict(raw.head(5))
+
+    # diagnose recomputes the same p-values from the logged test predictions
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diagnose", child.info.run_id])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"resid_ljungbox_pvalue = {m['resid_ljungbox_pvalue']:.4g}" in out
+
+
+def test_diagnose_names_a_run_without_predictions(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diagnose", "0123456789abcdef"])
+    assert exit_info.value.code == 2
+    assert "run_id='0123456789abcdef' has no predictions/test.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rnn_vs_lstm_entry_point_through_mlflow_run(tracking_store):
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", REPO, "-e", "rnn_vs_lstm", "--env-manager", "local",
+         "-P", "dataset=macrodata", "-P", "cells=rnn,gru", "-P", "timesteps=4", "-P", "units=4", "-P", "epochs=1"],
+        capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_store}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = all_runs(tracking_store)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags} == {"rnn-t4", "gru-t4"}
+    assert all(r.data.tags["mlflow_dl.family"] == "rnn_vs_lstm" for r in runs)
