@@ -22,12 +22,13 @@ from typing import Any
 
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.errors import ConfigError
+from mlflow_dl.models.recurrent import CELLS as RECURRENT_CELLS
 
 QUESTION = "Which network and learning rate does a keras-tuner search find?"
 TUNERS = ("random", "grid", "bayesian", "hyperband")
 MODELS = ("mlp", "recurrent")
 SAMPLINGS = ("linear", "log", "reverse_log")
-CELLS = ("SimpleRNN", "LSTM", "GRU")
+CELLS = tuple(RECURRENT_CELLS)  # rnn, lstm, gru: the recurrent builder's names
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ class _Bridge:
         searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         self._forget_earlier_attempt(trial.trial_id)
         tags = {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id,
+                "tuner/tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
                 **{k: str(values[k]) for k in HYPERBAND_TAGS if k in values}}
         run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
                              tags=tags)
