@@ -188,6 +188,18 @@ def server(backend_store_uri, artifacts_destination, host, port, app_name, allow
     sys.exit(serve_fn(spec))
 
 
+@cli.command()
+@click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal).")
+def sync(journal_dir):
+    """Send what runs journaled while the tracking server was away (idempotent: nothing twice)."""
+    from mlflow_dl.tracking.spool import replay_all
+
+    done = replay_all(journal_dir)
+    for name, sent in done:
+        click.echo(f"{name}: {sent} records sent")
+    click.echo(f"{len(done)} journals synced")
+
+
 SWEEP_GRIDS = {
     # family: (grid options, base options they replace)
     "regularization": ([click.Option(["--kind"], default="l1", show_default=True, type=click.Choice(["l1", "l2", "both"])),

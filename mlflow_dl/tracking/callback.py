@@ -25,8 +25,11 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from mlflow_dl.data.preprocessing import Preprocessing
-from mlflow_dl.tracking import runs
+from mlflow_dl.tracking import runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
+
+FLUSH_TIMEOUT = 5.0  # seconds the end of fit waits for the server; the journal keeps the rest
+HEARTBEAT_TAG = "mlflow_dl.heartbeat"  # ms since epoch, updated every epoch (mlflow-dl reap reads it)
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -81,12 +84,19 @@ class MlflowCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         active = mlflow.active_run()
         self._owns_run = active is None
-        if active is None:
+        uri = mlflow.get_tracking_uri()
+        create = None
+        if active is None and runs.reachable(uri):
             active = runs.start_run(self.family)
-            self._log_fit_params()
-        self.run_id = active.info.run_id
+        elif active is None:  # server down: the run is created when it is back, with this start time
+            create = runs.offline_run(self.family)
+        run_id = active.info.run_id if active is not None else None
         self._client = mlflow.MlflowClient()
-        self._logger = BackgroundLogger(self._client, self.run_id)
+        self._logger = BackgroundLogger(self._client, run_id, spool.Journal(uri, run_id), create)
+        self.offline = run_id is None
+        self.run_id = run_id or self._logger.journal.key
+        if self._owns_run:
+            self._log_fit_params()
         threading.Thread(target=_warm_up, daemon=True).start()
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
@@ -107,7 +117,7 @@ class MlflowCallback(keras.callbacks.Callback):
         params = {"epochs": self.params.get("epochs"), "optimizer": type(optimizer).__name__ if optimizer else None}
         if optimizer is not None:
             params["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        self._logger.log_params({k: v for k, v in params.items() if v is not None})
 
     def on_epoch_end(self, epoch, logs=None):
         values = {k: float(v) for k, v in (logs or {}).items()}
@@ -115,7 +125,7 @@ class MlflowCallback(keras.callbacks.Callback):
             self.first_epoch = epoch
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
-        self._logger.log_metrics(values, step=epoch)
+        self._logger.log_metrics(values, step=epoch, tags={HEARTBEAT_TAG: str(int(time.time() * 1000))})
         if not math.isfinite(values.get("loss", 0.0)):
             self.diverged_at = epoch
             self.model.stop_training = True
@@ -144,7 +154,9 @@ class MlflowCallback(keras.callbacks.Callback):
         return out
 
     def on_train_end(self, logs=None):
-        self._logger.flush()
+        if self.offline or not self._logger.flush(timeout=FLUSH_TIMEOUT):
+            self._end_through_journal()
+            return
         # uploads that need nothing more from the model run beside the model logging
         with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
                 tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +174,38 @@ class MlflowCallback(keras.callbacks.Callback):
                 runs.end_run(self.run_id, error=RuntimeError("training diverged"))
         elif self._owns_run:
             runs.end_run(self.run_id)
+        self._logger.journal.close()
+
+    def _end_through_journal(self) -> None:
+        """The server is away: summary, curves, checkpoint and the run's end go to the journal.
+
+        The pyfunc model needs the server (it is logged with the run's model id), so it is
+        skipped, with a tag saying so; the checkpoint holds the same weights.
+        """
+        logger = self._logger
+        logger.log_metrics(self.summary(), step=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.history:
+                from mlflow_dl.tracking import plots
+
+                fig = plots.learning_curves(self.history, self.best_epoch)
+                fig.savefig(os.path.join(tmp, "learning_curves.png"))
+                plots.close(fig)
+                logger.log_artifact(os.path.join(tmp, "learning_curves.png"), "plots")
+            if self.diverged_at is None and self.best_weights is not None:
+                logger.log_artifact(self._save_checkpoint(tmp, None, None, upload=False), "checkpoints")
+                if self.log_model:
+                    logger.set_tags({"mlflow_dl.model_skipped": "tracking server unreachable at the end of fit; "
+                                                                "the weights are in checkpoints/best.keras"})
+        if self.diverged_at is not None:
+            logger.set_tags({runs.ERROR_TAG: f"TrainingError: loss became {self.history['loss'][-1]} "
+                                             f"at epoch {self.diverged_at}"})
+        if self._owns_run:
+            logger.end("FAILED" if self.diverged_at is not None else "FINISHED")
+        if logger.flush(timeout=FLUSH_TIMEOUT):
+            logger.journal.close()
+        else:
+            logger.journal.flush()
 
     def _log_summary_and_curves(self) -> None:
         now = int(time.time() * 1000)
@@ -189,12 +233,16 @@ class MlflowCallback(keras.callbacks.Callback):
             return
         self._client.log_artifact(self.run_id, path, "plots")
 
-    def _save_checkpoint(self, tmp: str, side, jobs) -> str:
+    def _save_checkpoint(self, tmp: str, side, jobs, upload: bool = True) -> str:
         """Write checkpoints/best.keras (uploaded beside); return the file the logged model uses."""
         final = None if self.restore_best_weights else self.model.get_weights()
         self.model.set_weights(self.best_weights)
         best_path = os.path.join(tmp, "best.keras")
         self.model.save(best_path)
+        if not upload:
+            if final is not None:
+                self.model.set_weights(final)
+            return best_path
         jobs.append(side.submit(self._client.log_artifact, self.run_id, best_path, "checkpoints"))
         if final is None:
             return best_path

@@ -1,80 +1,120 @@
-"""Metric and param batches sent from a background thread, so `fit` never waits on the tracking server.
+"""Metric, param and tag batches sent from a background thread, so `fit` never waits on the tracking server.
 
-One daemon thread per fit coalesces whatever is queued into `log_batch` calls
-(at most MLflow's 1,000 metrics each). A failed call is retried with backoff
-and nothing queued is dropped; `flush` waits for the queue to drain, bounded by
-a timeout, and reports what could not be sent.
+Each record is first appended to the run's journal (tracking/spool.py, flushed
+once per epoch), then one daemon thread sends what is queued, coalescing
+consecutive metric/param/tag records into `log_batch` calls (at most MLflow's
+1,000 metrics each), in order. A failed call is retried with backoff until the
+server is back, and nothing is dropped; each record sent is acknowledged in the
+journal. `flush` waits for the queue to drain, bounded by a timeout; what is
+still unsent then stays in the journal for `mlflow-dl sync`. A run that could
+not be created (server down at the start) is created by the thread first.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
+
+from mlflow_dl.tracking import spool
 
 MAX_BATCH = 1000
+BATCHABLE = ("metrics", "params", "tags")
 
 
 class BackgroundLogger:
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
-        self._queue: queue.Queue = queue.Queue()
-        self._pending = 0
-        self._lock = threading.Condition()
+    def __init__(self, client, run_id: str | None, journal: spool.Journal, create: dict | None = None):
+        """`run_id` None: the run does not exist yet; `create` (spool record fields) makes it first."""
+        self.client, self.run_id, self.journal = client, run_id, journal
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
         self.last_error: Exception | None = None
+        if create is not None:
+            self._put(journal.append("create", flush=True, **create))
         self._thread = threading.Thread(target=self._loop, name="mlflow-dl-logger", daemon=True)
         self._thread.start()
 
-    def log_metrics(self, values: dict[str, float], step: int) -> None:
+    def _put(self, record: dict) -> None:
+        with self._cond:
+            self._items.append(record)
+            self._cond.notify_all()
+
+    def log_metrics(self, values: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
+        """Once per epoch: journal (flushed) and queue; no network on the caller's thread."""
         now = int(time.time() * 1000)
-        with self._lock:
-            self._pending += 1
-        self._queue.put([Metric(k, float(v), now, step) for k, v in values.items()])
+        self._put(self.journal.append("metrics", flush=True, metrics=[[k, float(v), now, step] for k, v in values.items()],
+                                      tags=tags or {}))
 
     def log_params(self, values: dict[str, str]) -> None:
-        with self._lock:
-            self._pending += 1
-        self._queue.put([Param(k, str(v)) for k, v in values.items()])
+        self._put(self.journal.append("params", params={k: str(v) for k, v in values.items()}))
+
+    def set_tags(self, values: dict[str, str]) -> None:
+        self._put(self.journal.append("tags", tags={k: str(v) for k, v in values.items()}))
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Upload a copy kept in the journal (the original may be a temporary file)."""
+        self._put(self.journal.append("artifact", flush=True, file=self.journal.keep_file(local_path),
+                                      artifact_path=artifact_path))
+
+    def end(self, status: str) -> None:
+        self._put(self.journal.append("end", flush=True, status=status, end_time=int(time.time() * 1000)))
+
+    def _next_batch(self) -> list[dict]:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            batch = [self._items[0]]
+            if batch[0]["op"] in BATCHABLE:
+                size = len(batch[0].get("metrics", ()))
+                for record in list(self._items)[1:]:
+                    size += len(record.get("metrics", ()))
+                    if record["op"] not in BATCHABLE or size > MAX_BATCH or len(batch) >= 50:
+                        break
+                    batch.append(record)
+            return batch
 
     def _loop(self) -> None:
         while True:
-            batch = self._queue.get()
-            taken = 1
-            while len(batch) < MAX_BATCH:  # coalesce what else is waiting
+            batch = self._next_batch()
+            delay = 0.2
+            while True:
                 try:
-                    batch = batch + self._queue.get_nowait()
-                    taken += 1
-                except queue.Empty:
+                    self._send(batch)
+                    self.last_error = None
                     break
-            for start in range(0, len(batch), MAX_BATCH):
-                self._send(batch[start:start + MAX_BATCH])
-            with self._lock:
-                self._pending -= taken
-                self._lock.notify_all()
+                except Exception as exc:  # the server is away: keep the batch, try again
+                    self.last_error = exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            with self._cond:
+                for record in batch:
+                    self._items.popleft()
+                    self.journal.ack(record["seq"])
+                self._cond.notify_all()
 
-    def _send(self, entities: list) -> None:
-        metrics = [e for e in entities if isinstance(e, Metric)]
-        params = [e for e in entities if isinstance(e, Param)]
-        delay = 0.2
-        while True:
-            try:
-                self.client.log_batch(self.run_id, metrics=metrics, params=params, synchronous=True)
-                self.last_error = None
-                return
-            except Exception as exc:  # the server is away: keep the batch, try again
-                self.last_error = exc
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _send(self, batch: list[dict]) -> None:
+        first = batch[0]
+        if first["op"] not in BATCHABLE:
+            run_id = spool.send(self.client, self.run_id, first)
+            if run_id != self.run_id:
+                self.run_id = run_id
+                self.journal.bind(run_id)
+            return
+        metrics = [Metric(k, v, ts, step) for r in batch for k, v, ts, step in r.get("metrics", ())]
+        params = {k: v for r in batch for k, v in r.get("params", {}).items()}
+        tags = {k: v for r in batch for k, v in r.get("tags", {}).items()}
+        self.client.log_batch(self.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued is on the server; False if the timeout came first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self._pending:
+        with self._cond:
+            while self._items:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._lock.wait(remaining)
+                self._cond.wait(remaining)
         return True

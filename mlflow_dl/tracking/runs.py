@@ -52,6 +52,26 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
 
 
+def reachable(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an HTTP tracking server answers /health within `timeout` s (a local store always does)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_run(family: str, run_name: str | None = None, experiment: str | None = None) -> dict:
+    """The journal record that creates a run later, when the server is back, with today's start time."""
+    return {"experiment": experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+            "experiment_tags": EXPERIMENT_KIND, "start_time": int(time.time() * 1000),
+            "tags": {FAMILY_TAG: family}, "run_name": run_name}
+
+
 def end_run(run_id: str, error: BaseException | None = None) -> None:
     """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM."""
     client = mlflow.MlflowClient()

@@ -1,0 +1,121 @@
+"""The tracking server goes away: nothing lost, nothing twice, training never waits on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import pytest
+
+from conftest import free_port, mlflow_dl_cli
+from servers import Server
+
+FIT_SCRIPT = """
+import os, sys, time
+import numpy as np, keras
+import mlflow_dl
+rng = np.random.default_rng(0)
+x = rng.normal(size=(40, 3)).astype("float32"); y = (x[:, 0] > 0).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+model.compile("adam", "binary_crossentropy")
+started = time.perf_counter()
+model.fit(x, y, validation_split=0.25, epochs=int(sys.argv[1]), verbose=0, callbacks=[mlflow_dl.MlflowCallback()])
+print("FIT_SECONDS", time.perf_counter() - started)
+"""
+
+
+def _history(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_server_down_for_a_whole_run_then_sync(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    before = int(time.time() * 1000)
+    out = subprocess.run([sys.executable, "-c", FIT_SCRIPT, "5"], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fit_seconds = float(out.stdout.split("FIT_SECONDS")[1])
+    assert fit_seconds < 30  # bounded: the probe (2 s) and two end-of-fit waits (5 s each), no retries
+    journals = list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl"))
+    assert len(journals) == 1
+    saved = journals[0].read_text()
+
+    server = Server(tmp_path, port=port).start()
+    try:
+        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                                timeout=120)
+        assert synced.returncode == 0 and "1 journals synced" in synced.stdout, synced.stderr[-2000:]
+        assert not list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl"))  # done: the journal is gone
+        client = mlflow.MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert run.info.status == "FINISHED"
+        assert before <= run.info.start_time < run.info.end_time < int(time.time() * 1000)
+        assert run.info.start_time < os.path.getmtime(tmp_path / f"server-{port}.log") * 1000  # before the server
+        for key in ("loss", "val_loss"):
+            assert _history(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+        assert run.data.params["epochs"] == "5" and "best_val_loss" in run.data.metrics
+        assert "mlflow_dl.heartbeat" in run.data.tags
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.keras"]
+
+        # replaying the same records again (a sync killed before its acks) duplicates nothing
+        records = [line for line in saved.splitlines() if '"op":"artifact"' not in line]  # (their copies are gone)
+        journals[0].write_text("\n".join(records + [json.dumps({"bind": run.info.run_id})]) + "\n")
+        again = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                               timeout=120)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert len(client.search_runs([run.info.experiment_id])) == 1
+        for key in ("loss", "val_loss"):
+            assert _history(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
+    server = Server(tmp_path).start()
+    client = mlflow.MlflowClient(server.url)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    outage = {}
+
+    def kill_after_first_child():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          "tags.mlflow.parentRunId != ''")
+                if any(r.data.metrics.get("loss") is not None for r in runs):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.3)
+        outage["down"] = time.time()
+        server.stop()
+        time.sleep(12)
+        server.start()
+        outage["up"] = time.time()
+
+    killer = threading.Thread(target=kill_after_first_child, daemon=True)
+    killer.start()
+    try:
+        out = subprocess.run(mlflow_dl_cli() + ["sweep", "dropout", "--rates", "0,0.1,0.2,0.3", "--epochs", "6",
+                                                "--patience", "none", "--hidden", "8"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+        killer.join(60)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert outage["up"] - outage["down"] >= 12
+        runs = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+        assert len(children) == 4
+        for child in children:
+            for key in ("loss", "val_loss"):
+                assert _history(client, child.info.run_id, key) == list(range(6)), (child.info.run_name, key)
+    finally:
+        server.stop()
