@@ -166,3 +166,24 @@ def test_no_graphviz_the_run_goes_on_and_says_so_once(monkeypatch, capfd):
         assert client.get_run(run_id).info.status == "FINISHED"
         paths = artifact_paths(client, run_id)
         assert "model_summary.txt" in paths and "plots/model.png" not in paths
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_point_with_glob_groups(tracking_store):
+    """`mlflow run . -e multi_input`: the groups (spaces, ';', '*') reach the CLI intact; parent = mlflow run's run."""
+    import subprocess
+
+    from conftest import REPO
+
+    cmd = [sys.executable, "-m", "mlflow", "run", REPO, "-e", "multi_input", "--env-manager", "local",
+           "--experiment-name", "projects", "-P", f"groups={GROUPS}", "-P", "branch_units=4", "-P", "hidden=4",
+           "-P", "epochs=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_store},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = all_runs(tracking_store)
+    (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "multi_input"]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags["mlflow_dl.family"] == "multi_input"
+    assert sorted(k.info.run_name for k in kids) == ["multi-input u=4", "single-input u=4"]
+    assert all(k.info.status == "FINISHED" and k.data.params["trial.groups"] == GROUPS for k in kids)
