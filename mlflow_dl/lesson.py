@@ -28,6 +28,7 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     # the Functional API (one branch per feature group) and PCA / t-SNE, on tiny grids
     done.update(_multi_input_and_pca(epochs, experiment, echo))
     done.update(_tune(epochs, experiment, echo))
+    done.update(_time_series(epochs, experiment, echo))
     # last step: the best breast-cancer model becomes the registered champion, ready to serve
     from mlflow_dl.registry import promote
     from mlflow_dl.serving import ServeSpec, shell_command
@@ -101,4 +102,19 @@ def _tune(epochs: int, experiment: str | None, echo) -> dict:
                       experiment=experiment, directory=state, echo=lambda _: None)
     best = result.table.set_index("run_id")["best_val_loss"].get(result.best_run_id, float("nan"))
     echo(f"{title}: parent run {result.parent_run_id}, best run {result.best_run_id} best_val_loss={best:.4g}")
+    return {title: result.parent_run_id}
+
+
+def _time_series(epochs: int, experiment: str | None, echo) -> dict:
+    """SimpleRNN vs LSTM on the yearly sunspots, one window length; baselines, SARIMAX and ridge on the parent."""
+    from mlflow_dl.data.series import SeriesSpec
+    from mlflow_dl.families.rnn_vs_lstm import run
+    from mlflow_dl.models.recurrent import RecurrentSpec
+
+    title = "rnn_vs_lstm sunspots (rnn, lstm x 8 years; persistence, SARIMAX, ridge)"
+    result = run(SeriesSpec("sunspots", timesteps=8), RecurrentSpec(units=(8,)),
+                 FitSpec(epochs=min(epochs, 10), patience=5), cells="rnn,lstm", timesteps="8",
+                 experiment=experiment, progress=False)
+    top = result.table.iloc[0]
+    echo(f"{title}: parent run {result.parent_run_id}, ranked first {top['trial']} test_mae={top['test_mae']:.4g}")
     return {title: result.parent_run_id}

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sweep", "multi_input"], ["sweep", "pca"]]
+COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sweep", "multi_input"], ["sweep", "pca"],
+            ["rnn-vs-lstm"], ["sweep", "rnn_vs_lstm"], ["diagnose"]]
 
 
 def test_import_mlflow_dl_leaves_tensorflow_unimported():
