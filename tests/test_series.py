@@ -185,3 +185,14 @@ def test_rnn_vs_lstm_entry_point_through_mlflow_run(tracking_store):
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert {r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags} == {"rnn-t4", "gru-t4"}
     assert all(r.data.tags["mlflow_dl.family"] == "rnn_vs_lstm" for r in runs)
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_recurrent_stack_returns_sequences_except_the_last(flatten):
+    from mlflow_dl.models.recurrent import RecurrentSpec, build_recurrent
+
+    model = build_recurrent(RecurrentSpec(cell="gru", units=(6, 4), flatten=flatten), timesteps=5, n_features=3)
+    grus = [layer for layer in model.layers if type(layer).__name__ == "GRU"]
+    assert [g.return_sequences for g in grus] == [True, flatten] and grus[0].activation.__name__ == "tanh"
+    assert any(type(layer).__name__ == "Flatten" for layer in model.layers) == flatten
+    assert model.output_shape == (None, 1)
