@@ -200,6 +200,29 @@ def sync(journal_dir):
     click.echo(f"{len(done)} journals synced")
 
 
+@cli.command()
+@click.argument("run_id")
+def resume(run_id):
+    """Continue a killed run from its last completed epoch, in the same run."""
+    _quiet_tensorflow()
+    from mlflow_dl.recovery import resume as resume_fn
+
+    click.echo(_describe(resume_fn(run_id)))
+
+
+@cli.command()
+@click.option("--older-than", default="30m", show_default=True, help="Heartbeat age: 45s, 30m, 2h, 1d.")
+@click.option("--experiment", default=None, help="Only this experiment (default: all).")
+def reap(older_than, experiment):
+    """End KILLED the runs left RUNNING without a heartbeat for longer than --older-than."""
+    from mlflow_dl.recovery import parse_age, reap as reap_fn
+
+    reaped = reap_fn(parse_age(older_than), experiment)
+    for run_id in reaped:
+        click.echo(f"run {run_id}: KILLED")
+    click.echo(f"{len(reaped)} runs reaped")
+
+
 SWEEP_GRIDS = {
     # family: (grid options, base options they replace)
     "regularization": ([click.Option(["--kind"], default="l1", show_default=True, type=click.Choice(["l1", "l2", "both"])),

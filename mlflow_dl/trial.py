@@ -93,10 +93,13 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
             restore_best_weights=fit.restore_best_weights))
+    # the last completed epoch's state, per run, so `mlflow-dl resume` continues a killed fit
+    backup = runs.backup_dir(mlflow.active_run().info.run_id)
     tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
                              preprocessing=splits.preprocessing,
-                             input_example=splits.raw_test.head(5 + splits.preprocessing.window))
-    callbacks.append(tracker)
+                             input_example=splits.raw_test.head(5 + splits.preprocessing.window),
+                             backup_dir=backup)
+    callbacks += [tracker, keras.callbacks.BackupAndRestore(backup)]  # metrics logged before the state is saved
     # y None: x yields (input, target) batches itself (a keras PyDataset of windows)
     train = (splits.x_train,) if splits.y_train is None else (splits.x_train, splits.y_train)
     val = splits.x_val if splits.y_val is None else (splits.x_val, splits.y_val)

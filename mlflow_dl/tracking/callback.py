@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -29,7 +30,6 @@ from mlflow_dl.tracking import runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds the end of fit waits for the server; the journal keeps the rest
-HEARTBEAT_TAG = "mlflow_dl.heartbeat"  # ms since epoch, updated every epoch (mlflow-dl reap reads it)
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -69,8 +69,11 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
-                 family: str = "autolog"):
+                 family: str = "autolog", backup_dir: str | None = None):
+        """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
+        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again."""
         super().__init__()
+        self.backup_dir = backup_dir
         self.monitor = monitor
         self.restore_best_weights = restore_best_weights
         self.log_model = log_model
@@ -97,6 +100,13 @@ class MlflowCallback(keras.callbacks.Callback):
         self.run_id = run_id or self._logger.journal.key
         if self._owns_run:
             self._log_fit_params()
+        self._logged_through = -1
+        if self.backup_dir:
+            if os.path.isdir(self.backup_dir) and not self.offline:
+                self._logged_through = max((m.step for m in self._client.get_metric_history(run_id, "loss")),
+                                           default=-1)
+            self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
+        self._handle_signals()
         threading.Thread(target=_warm_up, daemon=True).start()
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
@@ -125,7 +135,8 @@ class MlflowCallback(keras.callbacks.Callback):
             self.first_epoch = epoch
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
-        self._logger.log_metrics(values, step=epoch, tags={HEARTBEAT_TAG: str(int(time.time() * 1000))})
+        if epoch > self._logged_through:  # a resumed fit recomputes at most the epoch it was killed in
+            self._logger.log_metrics(values, step=epoch, tags={runs.HEARTBEAT_TAG: str(int(time.time() * 1000))})
         if not math.isfinite(values.get("loss", 0.0)):
             self.diverged_at = epoch
             self.model.stop_training = True
@@ -153,7 +164,32 @@ class MlflowCallback(keras.callbacks.Callback):
                 out["best_val_loss"] = min(finite)
         return out
 
+    def _handle_signals(self) -> None:
+        """SIGTERM / Ctrl-C during fit: flush the journal, end the run KILLED, then interrupt."""
+        self._old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+
+    def _on_signal(self, signum, frame):
+        self._restore_signals()
+        interrupt = KeyboardInterrupt(signal.Signals(signum).name)
+        self._logger.flush(timeout=FLUSH_TIMEOUT)
+        self._logger.journal.flush()
+        if self._owns_run and self.offline:
+            self._logger.end("KILLED")
+            self._logger.flush(timeout=FLUSH_TIMEOUT)
+        elif self._owns_run:
+            runs.end_run(self.run_id, error=interrupt)
+        raise interrupt  # a run someone else owns (run_trial) is ended KILLED by its owner
+
     def on_train_end(self, logs=None):
+        self._restore_signals()
         if self.offline or not self._logger.flush(timeout=FLUSH_TIMEOUT):
             self._end_through_journal()
             return

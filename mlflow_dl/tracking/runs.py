@@ -14,6 +14,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 FAMILY_TAG = "mlflow_dl.family"
 ERROR_TAG = "mlflow_dl.error"
 PARENT_TAG = "mlflow.parentRunId"
+HEARTBEAT_TAG = "mlflow_dl.heartbeat"  # ms since epoch, updated every epoch (mlflow-dl reap reads it)
+BACKUP_TAG = "mlflow_dl.backup_dir"  # the run's Keras BackupAndRestore folder (mlflow-dl resume reads it)
 
 
 def ensure_experiment(name: str | None = None) -> str:
@@ -50,6 +52,11 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     if os.environ.get("MLFLOW_RUN_ID"):
         run_name = None  # keep the name `mlflow run` gave its run
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+
+
+def backup_dir(run_id: str) -> str:
+    """Where Keras' BackupAndRestore keeps a run's last completed epoch (deleted when fit ends normally)."""
+    return os.path.abspath(os.path.join(".mlflow-dl", "backup", run_id))
 
 
 def reachable(uri: str, timeout: float = 2.0) -> bool:
