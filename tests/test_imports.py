@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sweep", "multi_input"], ["sweep", "pca"],
+COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sync"], ["resume"], ["reap"], ["sweep", "multi_input"], ["sweep", "pca"],
             ["rnn-vs-lstm"], ["sweep", "rnn_vs_lstm"], ["diagnose"]]
 
 
