@@ -49,8 +49,8 @@ def main() -> None:
     groups = {"mean": x[:, :10], "error": x[:, 10:20], "worst": x[:, 20:]}
 
     def mlp():
-        model = keras.Sequential([keras.Input((30,))] + [keras.layers.Dense(n, activation="relu") for n in (128, 64, 32)]
-                                 + [keras.layers.Dense(1, activation="sigmoid")])
+        hidden = [keras.layers.Dense(n, activation="relu") for n in (128, 64, 32)]
+        model = keras.Sequential([keras.Input((30,)), *hidden, keras.layers.Dense(1, activation="sigmoid")])
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
         return model, x
 

@@ -75,7 +75,8 @@ def _multi_input_and_pca(epochs: int, experiment: str | None, echo) -> dict:
 
     grids = {
         "multi_input breast_cancer (mean / worst / error branches vs one input)":
-            dict(family="multi_input", groups="mean *;worst *;* error", branch_units="8", model=ModelSpec(hidden=(16,))),
+            dict(family="multi_input", groups="mean *;worst *;* error", branch_units="8",
+                 model=ModelSpec(hidden=(16,))),
         "pca breast_cancer (2, 10 components vs raw; scree, t-SNE)":
             dict(family="pca", components="2,10,raw", model=ModelSpec(hidden=(64, 32))),
     }

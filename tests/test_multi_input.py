@@ -7,7 +7,6 @@ import sys
 import keras
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from conftest import all_runs
@@ -178,8 +177,8 @@ def test_mlflow_run_entry_point_with_glob_groups(tracking_store):
     cmd = [sys.executable, "-m", "mlflow", "run", REPO, "-e", "multi_input", "--env-manager", "local",
            "--experiment-name", "projects", "-P", f"groups={GROUPS}", "-P", "branch_units=4", "-P", "hidden=4",
            "-P", "epochs=1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_store},
-                          timeout=600)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = all_runs(tracking_store)
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "multi_input"]

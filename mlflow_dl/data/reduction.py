@@ -27,9 +27,11 @@ class Scree:
 
 def parse_components(text) -> tuple[int | str, ...]:
     """'2,5,10,raw' -> (2, 5, 10, 'raw'): counts >= 1 and/or raw (the features as they are)."""
-    items = [i.strip().lower() for i in (text.split(",") if isinstance(text, str) else map(str, text)) if str(i).strip()]
+    items = [str(i).strip().lower() for i in (text.split(",") if isinstance(text, str) else text)]
+    items = [i for i in items if i]
     if not items:
-        raise ConfigError(f"components={text!r} is invalid; expected a comma list of counts and/or raw, e.g. 2,5,10,raw")
+        raise ConfigError(f"components={text!r} is invalid; expected a comma list of counts and/or raw, "
+                          "e.g. 2,5,10,raw")
     for item in items:
         if item != "raw" and (not item.isdigit() or int(item) < 1):
             raise ConfigError(f"components={item!r} is invalid; expected a count >= 1 or raw")

@@ -52,7 +52,8 @@ def build_baseline(groups: str, branch_units: int, spec: TrialSpec, splits):
 
     sizes = [len(c) for c in parse_groups(groups, splits.preprocessing.columns).values()]
     head, n_out = spec.model.hidden, _n_out(splits)
-    target = sum(n * branch_units + branch_units for n in sizes) + dense_params([len(sizes) * branch_units, *head, n_out])
+    branches = sum(n * branch_units + branch_units for n in sizes)
+    target = branches + dense_params([len(sizes) * branch_units, *head, n_out])
     width = matching_width(sum(sizes), target, head, n_out)
     model = replace(spec.model, hidden=(width, *head))
     return build_mlp(model, sum(sizes), splits.preprocessing.task, splits.n_classes, spec.fit.lr)
@@ -76,4 +77,5 @@ def trials(base: TrialSpec, groups=None, branch_units=None) -> list[Trial]:
 def bind(trials: list[Trial], ds, splits) -> list[Trial]:
     """Resolve the groups against the data's columns (errors before any run starts); fill in the input count."""
     n_inputs = len(parse_groups(trials[0].values["groups"], splits.preprocessing.columns))
-    return [t if t.values["inputs"] is not None else replace(t, values={**t.values, "inputs": n_inputs}) for t in trials]
+    return [t if t.values["inputs"] is not None else replace(t, values={**t.values, "inputs": n_inputs})
+            for t in trials]
