@@ -265,13 +265,17 @@ def _sweep_command(family: str) -> click.Command:
     @fit_options
     @model_options
     @click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
-    def command(workers, **kw):
+    @click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]),
+                  help="Where trials run (default: inline, or processes with --workers > 1); ray needs mlflow-dl[ray].")
+    @click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
+    def command(workers, executor, ray_address, **kw):
         grid = {o.name: kw.pop(o.name) for o in grid_options}
         spec = build_spec(kw)
         _quiet_tensorflow()
         from mlflow_dl.sweeps.runner import sweep as run_sweep
 
         result = run_sweep(family, data=spec.data, model=spec.model, fit=spec.fit, workers=workers,
+                           executor=executor, ray_address=ray_address,
                            experiment=kw["experiment"], **grid)
         click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")
         click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))

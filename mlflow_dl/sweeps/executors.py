@@ -1,4 +1,4 @@
-"""Where trials run: inline (this process) or N local worker processes.
+"""Where trials run: inline (this process), N local worker processes, or tasks on a Ray cluster.
 
 Either way each trial goes through `trial.run_trial` and logs its own child run
 under the parent; results come back in the order the trials were given.
@@ -61,6 +61,64 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
 def _run_in_worker(trial, family, parent_run_id):
     ds, splits = _worker["data"]
     return run_one(ds, splits, trial, family, parent_run_id)
+
+
+def connect_ray(address: str) -> None:
+    """Join the Ray cluster at `address` (auto, or ray://HOST:PORT) before any run starts.
+
+    Tasks log to the same tracking server as this process, so it must be one they can reach.
+    """
+    import mlflow
+
+    from mlflow_dl.errors import ConfigError
+
+    try:
+        import ray as ray_lib
+    except ImportError:
+        raise ConfigError("executor='ray' needs Ray; expected it installed: pip install 'mlflow-dl[ray]'") from None
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError(f"tracking_uri={uri!r} is local to this machine; expected a tracking server "
+                          "(MLFLOW_TRACKING_URI=http://HOST:PORT) that every Ray task can reach")
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING_")}  # server credentials
+    try:
+        ray_lib.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                     runtime_env={"env_vars": {**env, "TF_CPP_MIN_LOG_LEVEL": "2"}})
+    except ConnectionError as exc:
+        raise ConfigError(f"ray_address={address!r}: no Ray cluster answered ({exc}); "
+                          "expected auto (a local `ray start --head`) or ray://HOST:PORT") from None
+
+
+def _run_on_ray(tracking_uri, data_spec, family, trial, parent_run_id):
+    """A Ray task: the data is loaded once per Ray worker process, then reused by its later tasks."""
+    if _worker.get("key") != (tracking_uri, data_spec, family):
+        _init_worker(tracking_uri, data_spec, 1, family)
+        _worker["key"] = (tracking_uri, data_spec, family)
+    return _run_in_worker(trial, family, parent_run_id)
+
+
+def ray(trials, data_spec, family, parent_run_id, on_result):
+    """Each trial a Ray task (one CPU) on the cluster `connect_ray` joined; results as they finish."""
+    import mlflow
+    import ray as ray_lib
+
+    task = ray_lib.remote(num_cpus=1, max_retries=0)(_run_on_ray)
+    uri = mlflow.get_tracking_uri()
+    refs = {task.remote(uri, data_spec, family, t, parent_run_id): i for i, t in enumerate(trials)}
+    results = [None] * len(trials)
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray_lib.wait(pending, num_returns=1)
+            for ref in done:
+                i = refs[ref]
+                results[i] = ray_lib.get(ref)
+                on_result(i, results[i])
+    except BaseException:
+        for ref in pending:
+            ray_lib.cancel(ref)
+        raise
+    return results
 
 
 def processes(trials, data_spec, family, parent_run_id, on_result, workers: int):

@@ -69,11 +69,12 @@ def _warn_sqlite_workers(workers: int) -> None:
 
 def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
           workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
-          **grid) -> SweepResult:
+          executor: str | None = None, ray_address: str = "auto", **grid) -> SweepResult:
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
 
     The data set is loaded, split and scaled once. Bad grids fail before any run
-    starts. A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
+    starts. `executor`: inline (workers=1), processes (workers>1) or ray (tasks on the
+    cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
     running child and the parent KILLED, with the table of what finished logged.
     """
     import mlflow
@@ -87,6 +88,9 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     module = families.get(family)
     if workers < 1:
         raise ConfigError(f"workers={workers!r} is invalid; expected an integer >= 1")
+    executor = executor or ("inline" if workers == 1 else "processes")
+    if executor not in ("inline", "processes", "ray"):
+        raise ConfigError(f"executor={executor!r} is invalid; expected inline, processes or ray")
     base = TrialSpec(data=data or DataSpec(), model=model or ModelSpec(), fit=fit or FitSpec())
     try:
         trials = module.trials(base, **{k: v for k, v in grid.items() if v is not None})
@@ -102,10 +106,12 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
         trials = module.bind(trials, ds, splits)
     _warn_sqlite_workers(workers)
+    if executor == "ray":
+        executors.connect_ray(ray_address)
 
     with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
         parent_id = parent.info.run_id
-        mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers,
+        mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
                            **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
         results: list = [None] * len(trials)
         bar = Progress(len(trials), echo=echo) if progress else None
@@ -117,7 +123,9 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
 
         interrupted = None
         try:
-            if workers == 1:
+            if executor == "ray":
+                executors.ray(trials, base.data, family, parent_id, on_result)
+            elif executor == "inline":
                 executors.inline(trials, ds, splits, family, parent_id, on_result)
             else:
                 executors.processes(trials, base.data, family, parent_id, on_result, workers)

@@ -1,0 +1,85 @@
+"""Sweeps on a real local Ray cluster (started and stopped here), logging to a shared tracking server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from conftest import free_port, mlflow_dl_cli
+from servers import Server
+
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+SWEEP = ["sweep", "dropout", "--rates", "0,0.3", "--epochs", "2", "--hidden", "8", "--patience", "none"]
+
+
+@pytest.fixture
+def ray_cluster():
+    """`ray start --head` on 127.0.0.1 with 2 CPUs, in its own session, so only its processes are stopped."""
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix socket paths must stay short
+    ray = shutil.which("ray", path=os.path.dirname(os.sys.executable))
+    log = open(os.path.join(temp, "start.log"), "w")
+    proc = subprocess.Popen([ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--num-cpus", "2", "--include-dashboard", "false", "--temp-dir", temp,
+                             "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in open(os.path.join(temp, "start.log")).read():
+            assert proc.poll() is None and time.time() < deadline, open(os.path.join(temp, "start.log")).read()
+            time.sleep(0.5)
+        yield address
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _table(client, experiment):
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    rows = [{"name": r.info.run_name, "status": r.info.status, "best_val_loss": r.data.metrics["best_val_loss"],
+             "epochs": len(client.get_metric_history(r.info.run_id, "val_loss"))} for r in children]
+    return [r for r in runs if not r.data.tags.get("mlflow.parentRunId")], pd.DataFrame(rows).sort_values("name")
+
+
+@pytest.mark.slow
+def test_ray_sweep_logs_to_the_shared_server_and_equals_inline(tmp_path, ray_cluster):
+    server = Server(tmp_path).start()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    try:
+        for executor, experiment in (("ray", "on-ray"), ("inline", "inline")):
+            out = subprocess.run(mlflow_dl_cli() + SWEEP + ["--executor", executor, "--ray-address", ray_cluster,
+                                                            "--experiment", experiment],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+            assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.MlflowClient(server.url)
+        (ray_parent,), on_ray = _table(client, "on-ray")
+        _, inline = _table(client, "inline")
+        assert ray_parent.data.params["sweep.executor"] == "ray" and ray_parent.info.status == "FINISHED"
+        assert list(on_ray["name"]) == list(inline["name"]) == ["dropout=0", "dropout=0.3"]
+        assert set(on_ray["status"]) == {"FINISHED"} and list(on_ray["epochs"]) == [2, 2]
+        pd.testing.assert_series_equal(on_ray["best_val_loss"].reset_index(drop=True),
+                                       inline["best_val_loss"].reset_index(drop=True), rtol=1e-3)
+    finally:
+        server.stop()
+
+
+def test_ray_executor_refuses_a_local_store_before_any_run(tmp_path):
+    out = subprocess.run(mlflow_dl_cli() + SWEEP + ["--executor", "ray"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "tracking_uri=" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() or not mlflow.MlflowClient().search_runs(["0"])
