@@ -363,6 +363,9 @@ def diagnose(run_id):
 @cli.command()
 @data_options
 @click.option("--tuner", default="random", show_default=True, type=click.Choice(["random", "grid", "bayesian", "hyperband"]))
+@click.option("--model", default="mlp", show_default=True, type=click.Choice(["mlp", "recurrent"]),
+              help="recurrent: cell, units and window length on a time series (e.g. --dataset sunspots).")
+@click.option("--date-column", default=None, help="Date column of a CSV time series (--model recurrent).")
 @click.option("--max-trials", default=10, show_default=True, type=int)
 @click.option("--epochs", default=10, show_default=True, type=int, help="Epochs per trial (Hyperband: the most a trial gets).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
@@ -371,13 +374,19 @@ def diagnose(run_id):
 @click.option("--directory", default="keras_tuner", show_default=True, help="Where keras-tuner keeps its state.")
 @click.option("--allow-remote-oracle", is_flag=True,
               help="Accept a non-loopback KERASTUNER_ORACLE_IP (its gRPC service has no authentication).")
-def tune(tuner, max_trials, epochs, batch_size, space, search_id, directory, allow_remote_oracle, **kw):
+def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, search_id, directory, allow_remote_oracle,
+         **kw):
     """Let keras-tuner search: a parent run per search, a child per trial."""
-    data = build_spec(kw).data
+    if model == "recurrent":
+        from mlflow_dl.data.series import SeriesSpec
+
+        data = SeriesSpec(kw["dataset"], target=kw["target"] or None, date_column=date_column or None, seed=kw["seed"])
+    else:
+        data = build_spec(kw).data
     _quiet_tensorflow()
     from mlflow_dl.sweeps.tuner import tune as tune_fn
 
-    result = tune_fn(data, tuner=tuner, max_trials=max_trials, epochs=epochs, space=space or None,
+    result = tune_fn(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,
                      search_id=search_id or None, batch_size=batch_size, experiment=kw["experiment"],
                      directory=directory, allow_remote_oracle=allow_remote_oracle, echo=click.echo)
     click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "

@@ -101,6 +101,22 @@ def test_a_resumed_search_adds_only_the_new_trials_and_promotes_its_best(tiny):
     assert promote("mlflow-dl", "tiny-tuned", parent_run_id=third.parent_run_id).run_id == third.best_run_id
 
 
+def test_a_diverging_trial_ends_failed_with_its_keras_tuner_status(tiny, tmp_path):
+    from mlflow_dl.sweeps.tuner import tune
+
+    (tmp_path / "huge_lr.yaml").write_text("layers: 2\nnodes: 64\nlr: 1.0e+12\ndropout: 0\nl1: 0\nl2: 0\n")
+    result = tune(tiny[0], max_trials=2, epochs=2, space=str(tmp_path / "huge_lr.yaml"), search_id="nan",
+                  echo=lambda _: None)
+
+    (parent,) = _parents()
+    children = _children(parent.info.run_id)
+    assert len(children) == 1  # the space has one point: keras-tuner stops after it
+    assert children[0].info.status == "FAILED" and children[0].data.tags["tuner/status"] == "invalid"
+    assert "loss became" in children[0].data.tags["mlflow_dl.error"]
+    assert parent.info.status == "FINISHED" and "best_run_id" not in parent.data.tags
+    assert parent.data.metrics["n_failed"] == 1 and result.best_run_id is None
+
+
 @pytest.mark.parametrize("text, message", [
     ("units: [8]\n", "unknown key 'units'"),
     ("nodes: []\n", "nodes=[] is invalid; expected a non-empty list"),
@@ -171,3 +187,20 @@ def test_a_chief_and_two_workers_log_every_trial_under_one_parent(tiny, mlflow_s
     assert {c.data.tags["tuner/tuner_id"] for c in children} <= {"tuner1", "tuner2"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert parents[0].data.tags["best_run_id"] in {c.info.run_id for c in children}
+
+
+def test_a_recurrent_search_fits_each_trial_on_its_own_windows(tmp_path):
+    from mlflow_dl.data.series import SeriesSpec
+    from mlflow_dl.sweeps.tuner import tune
+
+    (tmp_path / "rnn.yaml").write_text("cell: [rnn, lstm]\nunits: 4\ntimesteps: [2, 4]\n")
+    result = tune(SeriesSpec("sunspots"), model="recurrent", max_trials=2, epochs=1, space=str(tmp_path / "rnn.yaml"),
+                  search_id="rnn", echo=lambda _: None)
+
+    children = _children(result.parent_run_id)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        assert child.data.params["data.timesteps"] == child.data.params["hp.timesteps"]
+        assert child.data.params["model.cell"] == child.data.params["hp.cell"]
+    parent = mlflow.MlflowClient().get_run(result.parent_run_id)
+    assert parent.data.tags["best_run_id"] == result.best_run_id and "test_mae" in parent.data.metrics

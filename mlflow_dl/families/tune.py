@@ -206,5 +206,25 @@ def mlp_spec(base: TrialSpec, values: dict[str, Any]) -> TrialSpec:
     return replace(base, model=model, fit=replace(base.fit, lr=float(values["lr"])))
 
 
+def recurrent_spec(base: TrialSpec, values: dict[str, Any]) -> TrialSpec:
+    """The TrialSpec of one recurrent trial: a one-layer `cell` of `units`, windows of `timesteps` rows, its lr.
+
+    `base.data` is a time-series spec (mlflow_dl.data.series.SeriesSpec)."""
+    from mlflow_dl.models.recurrent import RecurrentSpec
+
+    model = RecurrentSpec(cell=str(values["cell"]), units=(int(values["units"]),))
+    return replace(base, data=replace(base.data, timesteps=int(values["timesteps"])), model=model,
+                   fit=replace(base.fit, lr=float(values["lr"])))
+
+
+SPECS = {"mlp": mlp_spec, "recurrent": recurrent_spec}
+
+
+def longest(space: dict[str, Param]) -> int:
+    """The longest window the recurrent space can ask for (the series split must leave room for it)."""
+    p = space["timesteps"]
+    return int(max(p.values) if p.kind in ("choice", "fixed") else p.max)
+
+
 def space_json(space: dict[str, Param]) -> str:
     return json.dumps({name: p.describe() for name, p in space.items()}, sort_keys=True)

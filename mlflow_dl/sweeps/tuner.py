@@ -113,18 +113,32 @@ class _Bridge:
     """What the tuner's hooks share while one trial runs: its child run and its callback."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
-                 echo):
+                 echo, model: str = "mlp"):
         self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
-        self.base, self.space, self.ds, self.splits, self.echo = base, space, ds, splits, echo
+        self.base, self.space, self.ds, self.splits, self.echo, self.model = base, space, ds, splits, echo, model
+        self.spec_for = space_module.SPECS[model]
         self.child_id: str | None = None
         self.tracker: MlflowCallback | None = None
         self.client = mlflow.MlflowClient()
+        self._dataset = None  # the MLflow dataset input, built (digest computed) once per search
 
     def build(self, hp) -> keras.Model:
-        values = space_module.declare(hp, self.space)
-        spec = space_module.mlp_spec(self.base, values)
+        spec = self.spec_for(self.base, space_module.declare(hp, self.space))
         s = self.splits
+        if self.model == "recurrent":
+            from mlflow_dl.models.recurrent import build_recurrent
+
+            return build_recurrent(spec.model, spec.data.timesteps, len(s.preprocessing.columns), spec.fit.lr)
         return build_mlp(spec.model, s.x_train.shape[1], s.preprocessing.task, s.n_classes, spec.fit.lr)
+
+    def trial_splits(self, values: dict):
+        """What one trial fits on: the MLP's arrays, or the windows of this trial's `timesteps`."""
+        if self.model != "recurrent":
+            return self.splits
+        from mlflow_dl.families.rnn_vs_lstm import window_splits
+
+        fit = self.base.fit
+        return window_splits(self.splits, int(values["timesteps"]), self.base.data.horizon, fit.batch_size, fit.seed)
 
     def begin(self, trial) -> None:
         from mlflow_dl.trial import dataset_input
@@ -138,9 +152,10 @@ class _Bridge:
         run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
                              tags=tags)
         self.child_id, self.tracker = run.info.run_id, None
-        spec = space_module.mlp_spec(self.base, searched)
+        spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
-        mlflow.log_input(dataset_input(self.ds), context="training")
+        self._dataset = self._dataset or dataset_input(self.ds)
+        mlflow.log_input(self._dataset, context="training")
 
     def _forget_earlier_attempt(self, trial_id: str) -> None:
         """A trial keras-tuner runs again (resumed after a crash, retried) keeps one child: the last."""
@@ -151,10 +166,20 @@ class _Bridge:
                 self.client.set_terminated(old.info.run_id, "KILLED")
             self.client.delete_run(old.info.run_id)
 
-    def fit(self, model, *args, callbacks=(), **kwargs):
-        self.tracker = MlflowCallback(preprocessing=self.splits.preprocessing,
-                                      input_example=self.splits.raw_test.head(5), family=FAMILY)
+    def fit(self, hp, model, *args, callbacks=(), **kwargs):
+        splits = self.trial_splits(hp.values)
+        window = splits.preprocessing.window
+        self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
+                                      input_example=splits.raw_test.head(5 + window), family=FAMILY)
+        if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
+            kwargs.pop("batch_size", None)
+            args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
         return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+
+    def abort(self, error: BaseException) -> None:
+        """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""
+        if self.child_id and self.client.get_run(self.child_id).info.status == "RUNNING":
+            runs.end_run(self.child_id, error)
 
     def end(self, trial) -> None:
         """Close the child: FINISHED for a completed trial, FAILED (reason tagged) otherwise."""
@@ -196,7 +221,7 @@ class _SearchModel(kt.HyperModel):
         return self.bridge.build(hp)
 
     def fit(self, hp, model, *args, **kwargs):
-        return self.bridge.fit(model, *args, **kwargs)
+        return self.bridge.fit(hp, model, *args, **kwargs)
 
 
 class _TrialRuns:
@@ -257,7 +282,7 @@ def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, di
     return pd.DataFrame(rows), histories
 
 
-def _summarize(tuner, parent_id: str, experiment_id: str, splits) -> tuple[pd.DataFrame, str | None]:
+def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
     """results.csv, results_summary.txt, best hyper-parameters, the best model on the test split."""
     from mlflow_dl.trial import _test_plot, test_metrics
 
@@ -286,6 +311,7 @@ def _summarize(tuner, parent_id: str, experiment_id: str, splits) -> tuple[pd.Da
         path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
                                                    dst_path=tmp)
         model = keras.saving.load_model(path, safe_mode=True)
+    splits = bridge.trial_splits(values)
     mlflow.log_metrics(test_metrics(model, splits))
     artifact, fig = _test_plot(model, splits)
     mlflow.log_figure(fig, artifact)
@@ -312,8 +338,6 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
     data = data or DataSpec()
     space_map = space_module.load_space(model, space)
     space_module.check_tuner(tuner, space_map)
-    if model != "mlp":
-        raise ConfigError(f"model={model!r} is not available for tune yet (its builder has not landed); expected mlp")
     if max_trials < 1:
         raise ConfigError(f"max_trials={max_trials!r} is invalid; expected an integer >= 1")
     fit = FitSpec(epochs=epochs, batch_size=batch_size, patience=None, seed=data.seed)
@@ -327,9 +351,18 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
-    ds = load_dataset(data.dataset, data.target, data.task, data.dropna)
-    splits = split_and_scale(ds, data)
-    base = TrialSpec(data=data, model=ModelSpec(), fit=fit)
+    if model == "recurrent":
+        from mlflow_dl.data.series import SeriesSpec, load_series
+        from mlflow_dl.data.windows import split_series
+
+        if not isinstance(data, SeriesSpec):
+            raise ConfigError(f"model='recurrent' needs a time series (SeriesSpec), got {type(data).__name__}")
+        ds = load_series(data)
+        splits = split_series(ds, data, space_module.longest(space_map))
+    else:
+        ds = load_dataset(data.dataset, data.target, data.task, data.dropna)
+        splits = split_and_scale(ds, data)
+    base = TrialSpec(data=data, model=ModelSpec(), fit=fit)  # the model part is replaced per trial
     params = {**{k: v for k, v in base.params().items() if k.startswith("data.")},
               "tune.tuner": tuner, "tune.model": model, "tune.epochs": str(epochs), "tune.search_id": search_id,
               "tune.space": space_module.space_json(space_map), "fit.batch_size": str(batch_size)}
@@ -340,7 +373,7 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
 
     if role == "worker":
         parent = parent or _wait_for_parent(search_id, experiment_id)
-        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo)
+        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
     run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
@@ -353,7 +386,7 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
         mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = _Bridge(run_id, experiment_id, search_id, base, space_map, ds, splits, echo)
+        bridge = _Bridge(run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
         result = _search(bridge, role, tuner, max_trials, epochs, directory)
     except BaseException as exc:
         runs.end_run(run_id, exc)
@@ -377,11 +410,18 @@ def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int,
     """Run keras-tuner's search; the chief (or the only process) then summarises on the parent."""
     run_id, search_id, splits = bridge.parent_id, bridge.search_id, bridge.splits
     tuner = _make_tuner(kind, bridge, max_trials, epochs, bridge.base.data.seed, directory, search_id)
-    tuner.search(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), epochs=epochs,
-                 batch_size=bridge.base.fit.batch_size, verbose=0)
+    # the recurrent model's windows depend on the trial (timesteps): its fit takes them, not search's args
+    data = () if bridge.model == "recurrent" else (splits.x_train, splits.y_train)
+    validation = None if bridge.model == "recurrent" else (splits.x_val, splits.y_val)
+    try:
+        tuner.search(*data, validation_data=validation, epochs=epochs, batch_size=bridge.base.fit.batch_size,
+                     verbose=0)
+    except BaseException as exc:
+        bridge.abort(exc)
+        raise
     if role == "worker":
         return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
-    table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, splits)
+    table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, bridge)
     return TuneResult(run_id, search_id, role, table, best_run_id)
 
 
