@@ -402,6 +402,10 @@ def _describe(result) -> str:
 
 def main(argv=None) -> None:
     """Entry point: one-line errors with exit code 2, no tracebacks for user mistakes."""
+    from urllib.parse import urlsplit
+
+    if urlsplit(os.environ.get("MLFLOW_TRACKING_URI", "")).password:  # MLflow would print "View run at <uri>"
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     try:
         cli.main(args=argv, prog_name="mlflow-dl", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -18,7 +18,7 @@ import time
 
 from mlflow.entities import Metric, Param, RunTag
 
-from mlflow_dl.tracking import spool
+from mlflow_dl.tracking import runs, spool
 
 MAX_BATCH = 1000
 BATCHABLE = ("metrics", "params", "tags")
@@ -55,6 +55,7 @@ class BackgroundLogger:
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Upload a copy kept in the journal (the original may be a temporary file)."""
+        artifact_path = runs.artifact_path(artifact_path)  # refused before anything is queued if it escapes the run
         self._put(self.journal.append("artifact", flush=True, file=self.journal.keep_file(local_path),
                                       artifact_path=artifact_path))
 

@@ -54,6 +54,32 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
 
 
+def redact(uri: str) -> str:
+    """A tracking URI without the password it may carry (http://user:secret@host -> http://user@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+
+
+def artifact_path(path: str | None) -> str | None:
+    """A user's artifact sub-folder, normalised; refused if it leaves the run's artifact root."""
+    import posixpath
+
+    if path is None or path in ("", "."):
+        return None
+    norm = posixpath.normpath(str(path).replace("\\", "/"))
+    if norm.startswith(("/", "../")) or norm == ".." or ":" in norm.split("/")[0]:
+        from mlflow_dl.errors import ConfigError
+
+        raise ConfigError(f"artifact_path={path!r} is invalid; expected a relative folder inside the run (no '..', "
+                          "no absolute path)")
+    return None if norm == "." else norm
+
+
 def backup_dir(run_id: str) -> str:
     """Where Keras' BackupAndRestore keeps a run's last completed epoch (deleted when fit ends normally)."""
     return os.path.abspath(os.path.join(".mlflow-dl", "backup", run_id))

@@ -22,6 +22,8 @@ import uuid
 
 from mlflow.entities import Metric, Param, RunTag
 
+from mlflow_dl.tracking.runs import artifact_path, redact
+
 JOURNAL_DIR_ENV = "MLFLOW_DL_JOURNAL_DIR"
 
 
@@ -41,7 +43,7 @@ class Journal:
         self._lock = threading.Lock()
         self._seq = 0
         self._unacked: set[int] = set()
-        self._write({"op": "open", "tracking_uri": tracking_uri, "run_id": run_id})
+        self._write({"op": "open", "tracking_uri": redact(tracking_uri), "run_id": run_id})
 
     def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -107,7 +109,7 @@ def send(client, run_id: str | None, record: dict) -> str:
     elif op == "tags":
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()], synchronous=True)
     elif op == "artifact":
-        client.log_artifact(run_id, record["file"], record.get("artifact_path"))
+        client.log_artifact(run_id, record["file"], artifact_path(record.get("artifact_path")))
     elif op == "end":
         client.set_terminated(run_id, record["status"], end_time=record["end_time"])
     return run_id
@@ -119,7 +121,10 @@ def replay(path: str, client=None) -> int:
 
     lines = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip().endswith("}")]
     header = lines[0]
-    client = client or mlflow.MlflowClient(header.get("tracking_uri"))
+    uri = header.get("tracking_uri")
+    if uri and redact(mlflow.get_tracking_uri()) == uri:
+        uri = mlflow.get_tracking_uri()  # the journal keeps no password: take it from the environment again
+    client = client or mlflow.MlflowClient(uri)
     run_id = header.get("run_id")
     acked = {r["ack"] for r in lines if "ack" in r}
     run_id = next((r["bind"] for r in reversed(lines) if "bind" in r), run_id)
