@@ -324,13 +324,15 @@ def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tu
 
 
 # -- the search ---------------------------------------------------------------------
-def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 10, epochs: int = 10,
+def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 10,
          space: str | None = None, model: str = "mlp", search_id: str | None = None, batch_size: int = 32,
          experiment: str | None = None, directory: str = "keras_tuner", allow_remote_oracle: bool = False,
          echo=print) -> TuneResult:
     """Run (or resume, same `search_id`) a keras-tuner search with every trial an MLflow child run.
 
-    Everything the user gives is checked before a run or a tuner starts. Under
+    `data` is a DataSpec (model="mlp", default breast_cancer) or, for model="recurrent",
+    a time-series SeriesSpec. Everything the user gives is checked before a run or a
+    tuner starts. Under
     keras-tuner's distributed mode the chief serves the oracle and writes the
     parent's summary when all trials are done; each worker logs its trials as
     children of the same parent (found by the search id).
@@ -372,7 +374,7 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
         _check_same_search(parent, params, search_id)
 
     if role == "worker":
-        parent = parent or _wait_for_parent(search_id, experiment_id)
+        parent = _wait_for_parent(search_id, experiment_id)
         bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
@@ -396,14 +398,27 @@ def tune(data: DataSpec | None = None, tuner: str = "random", max_trials: int = 
 
 
 def _wait_for_parent(search_id: str, experiment_id: str):
+    """A worker joins a search its chief is running: the parent exists and is RUNNING (a resumed one is reopened)."""
     deadline = time.time() + WORKER_WAIT_SECONDS
     while time.time() < deadline:
-        time.sleep(1)
         parent = find_parent(search_id, experiment_id)
-        if parent is not None:
+        if parent is not None and parent.info.status == "RUNNING":
             return parent
-    raise ConfigError(f"search_id={search_id!r} has no parent run after {WORKER_WAIT_SECONDS}s; "
-                      "expected the chief (KERASTUNER_TUNER_ID=chief) to start the search first")
+        time.sleep(1)
+    raise ConfigError(f"search_id={search_id!r} has no running parent run after {WORKER_WAIT_SECONDS}s; "
+                      "expected the chief (KERASTUNER_TUNER_ID=chief) to be running that search")
+
+
+def _finished_without_us(parent_id: str, grace: float = 60.0) -> bool:
+    """After a gRPC error on a worker: did the chief end the search (parent FINISHED) meanwhile?"""
+    client = mlflow.MlflowClient()
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        status = client.get_run(parent_id).info.status
+        if status != "RUNNING":
+            return status == "FINISHED"
+        time.sleep(1)
+    return False
 
 
 def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
@@ -418,6 +433,10 @@ def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int,
                      verbose=0)
     except BaseException as exc:
         bridge.abort(exc)
+        # the chief stops serving once every trial is done: a worker asking just then gets a gRPC error
+        if role == "worker" and type(exc).__module__.startswith("grpc") and _finished_without_us(run_id):
+            bridge.echo(f"search {search_id} was completed by the other workers")
+            return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
         raise
     if role == "worker":
         return TuneResult(run_id, search_id, role, pd.DataFrame(), None)

@@ -24,7 +24,12 @@ def ensure_experiment(name: str | None = None) -> str:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id  # another process created it meanwhile
     return experiment.experiment_id
 
 
