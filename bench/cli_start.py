@@ -17,9 +17,17 @@ import time
 
 
 def commands() -> list[list[str]]:
+    import click
+
     from mlflow_dl.cli import cli
 
-    return [[]] + [[name] for name in sorted(cli.commands)]
+    out = [[]]
+    for name in sorted(cli.commands):
+        out.append([name])
+        command = cli.commands[name]
+        if isinstance(command, click.Group):  # `mlflow-dl sweep <family> --help` too
+            out.extend([name, sub] for sub in sorted(command.commands))
+    return out
 
 
 def timed(cmd: list[str]) -> float:
