@@ -88,7 +88,7 @@ def find_best(experiment: str, parent_run_id: str | None = None, dataset: str | 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"experiment={experiment!r} not found; expected the name of an existing experiment")
-    where = [f"attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308"]
+    where = ["attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308"]
     if parent_run_id:
         where.append(f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}")
     if dataset:

@@ -94,6 +94,14 @@ def all_runs(uri: str | None = None):
     return client.search_runs(ids, max_results=1000) if ids else []
 
 
+def artifact_paths(client, run_id: str, path: str = "") -> list[str]:
+    """Every artifact file of a run, recursively."""
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out.extend(artifact_paths(client, run_id, f.path) if f.is_dir else [f.path])
+    return out
+
+
 def mlflow_dl_cli() -> list[str]:
     exe = shutil.which("mlflow-dl", path=os.path.dirname(sys.executable))
     return [exe] if exe else [sys.executable, "-m", "mlflow_dl"]

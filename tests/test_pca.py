@@ -9,20 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
-from conftest import all_runs
+from conftest import all_runs, artifact_paths
 from mlflow_dl.cli import main as cli_main
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec
 from mlflow_dl.data.datasets import load_dataset
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.data.reduction import pca_splits
 from mlflow_dl.data.split import split_and_scale
-
-
-def artifact_paths(client, run_id, path=""):
-    out = []
-    for f in client.list_artifacts(run_id, path):
-        out.extend(artifact_paths(client, run_id, f.path) if f.is_dir else [f.path])
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Promotion against a real SQLite store and real (tiny) Keras runs."""
 
 import subprocess
-import sys
 
 import keras
 import mlflow

@@ -8,17 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import artifact_paths
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.families.train import train
 
 TINY = ModelSpec(hidden="16,8")
-
-
-def artifact_paths(client, run_id, path=""):
-    out = []
-    for f in client.list_artifacts(run_id, path):
-        out.extend(artifact_paths(client, run_id, f.path) if f.is_dir else [f.path])
-    return out
 
 
 @pytest.fixture(scope="module")
