@@ -196,3 +196,13 @@ def test_recurrent_stack_returns_sequences_except_the_last(flatten):
     assert [g.return_sequences for g in grus] == [True, flatten] and grus[0].activation.__name__ == "tanh"
     assert any(type(layer).__name__ == "Flatten" for layer in model.layers) == flatten
     assert model.output_shape == (None, 1)
+
+
+def test_calendar_features_put_december_next_to_january():
+    from mlflow_dl.families.rnn_vs_lstm import calendar_features
+
+    f = calendar_features(pd.DatetimeIndex(["2024-01-01", "2024-12-01", "2024-07-01"]))
+    assert f.shape == (3, 4)
+    dec_jan = np.linalg.norm(f[0, :2] - f[1, :2])
+    jan_jul = np.linalg.norm(f[0, :2] - f[2, :2])
+    assert dec_jan < 0.6 < jan_jul == pytest.approx(2.0)

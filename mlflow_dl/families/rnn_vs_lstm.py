@@ -4,7 +4,8 @@ Children: one recurrent model per cell x timesteps, trained on windows streamed
 from the training part only. Parent: a profile of the target (series, seasonal
 decomposition, ADF/KPSS), the naive baselines (persistence, seasonal naive), a
 statistical model (SARIMAX, with its AIC) and a machine-learning model (the window
-flattened into a ridge regression), ranked with the children by test MAE.
+flattened, with calendar features, into a ridge regression), ranked with the children
+by test MAE.
 """
 
 from __future__ import annotations
@@ -174,15 +175,24 @@ def _statistical(series, longest: int, horizon: int, season: int | None):
     return predicted[target_rows(series.rows("test"), longest, horizon)], float(fit.aic), seasonal
 
 
+def calendar_features(dates: pd.DatetimeIndex) -> np.ndarray:
+    """Month of year and day of week as points on a circle (sin, cos): December sits next to January."""
+    month = 2 * np.pi * (dates.month.to_numpy() - 1) / 12
+    weekday = 2 * np.pi * dates.dayofweek.to_numpy() / 7
+    return np.column_stack([np.sin(month), np.cos(month), np.sin(weekday), np.cos(weekday)])
+
+
 def _ridge(series, longest: int, horizon: int):
-    """The window flattened to one row, into a ridge regression fitted on the training windows."""
+    """The window flattened to one row plus the target date's calendar features, into a ridge
+    regression fitted on the training windows."""
     from sklearn.linear_model import Ridge
 
-    from mlflow_dl.data.windows import windows
+    from mlflow_dl.data.windows import target_rows, windows
 
     def flat(part):
         x, y = windows(series.x[part], series.y[part], longest, horizon)
-        return x.reshape(len(x), -1), y
+        when = series.dates[part][target_rows(series.rows(part), longest, horizon)]
+        return np.column_stack([x.reshape(len(x), -1), calendar_features(pd.DatetimeIndex(when))]), y
 
     model = Ridge(alpha=1e-3).fit(*flat("train"))
     return series.preprocessing.inverse_y(model.predict(flat("test")[0]))
@@ -217,7 +227,8 @@ def rank_table(table: pd.DataFrame, ds, series, trials) -> pd.DataFrame:
             parent_metrics["sarimax_aic"] = aic
         except (ValueError, np.linalg.LinAlgError) as exc:
             mlflow.set_tag("mlflow_dl.statistical_error", f"{type(exc).__name__}: {exc}"[:500])
-    approaches["ridge"] = ("machine learning", f"ridge on {longest} flattened rows", _ridge(series, longest, horizon))
+    approaches["ridge"] = ("machine learning", f"ridge on {longest} flattened rows + calendar",
+                           _ridge(series, longest, horizon))
 
     extra = []
     for key, (approach, name, predicted) in approaches.items():
