@@ -17,6 +17,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
+    """Poll `url` until it answers; fail if `proc` exits or `timeout` seconds pass first."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def mlflow_server(backend: str | None = None):
     with tempfile.TemporaryDirectory() as root:
@@ -28,15 +41,7 @@ def mlflow_server(backend: str | None = None):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=2)
-                    break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise RuntimeError("mlflow server did not start")
-                    time.sleep(0.3)
+            wait_http(f"{url}/health", proc, "mlflow server", timeout=120)
             yield url
         finally:
             proc.terminate()

@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @contextlib.contextmanager
 def scoring_server(model_uri: str, env: dict):
-    from _server import free_port
+    from _server import free_port, wait_http
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
@@ -39,15 +39,7 @@ def scoring_server(model_uri: str, env: dict):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"scoring server for {model_uri} did not start")
-                time.sleep(0.5)
+        wait_http(f"{url}/ping", proc, f"scoring server for {model_uri}", timeout=180)
         yield url
     finally:
         proc.terminate()
