@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -169,12 +170,16 @@ def test_a_chief_and_two_workers_log_every_trial_under_one_parent(tiny, mlflow_s
            "KERASTUNER_ORACLE_PORT": port, "PYTHONPATH": REPO}
     procs = [subprocess.Popen(cmd, env={**env, "KERASTUNER_TUNER_ID": tid}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for tid in ("chief", "tuner1", "tuner2")]
-    try:
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    deadline = time.time() + 300
+    for p in procs:
+        try:
+            p.wait(max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            break
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    outputs = [p.communicate()[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n---\n".join(o[-1500:] for o in outputs)
 
     client = mlflow.MlflowClient(mlflow_server)
@@ -187,6 +192,22 @@ def test_a_chief_and_two_workers_log_every_trial_under_one_parent(tiny, mlflow_s
     assert {c.data.tags["tuner/tuner_id"] for c in children} <= {"tuner1", "tuner2"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert parents[0].data.tags["best_run_id"] in {c.info.run_id for c in children}
+
+
+def test_a_worker_that_starts_after_every_trial_is_done_exits_without_running_one(tiny, monkeypatch):
+    from mlflow_dl.sweeps import tuner as tuner_module
+
+    first = tuner_module.tune(tiny[0], max_trials=1, epochs=1, space=tiny[1], search_id="late", echo=lambda _: None)
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(free_port()))  # no chief listens: the search is over
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "late-worker")
+    monkeypatch.setattr(tuner_module, "ORACLE_GRACE_SECONDS", 2)
+    said = []
+    late = tuner_module.tune(tiny[0], max_trials=1, epochs=1, space=tiny[1], search_id="late", echo=said.append)
+
+    assert late.role == "worker" and late.parent_run_id == first.parent_run_id
+    assert said == [f"search late is already complete (parent run {first.parent_run_id}); nothing left to run"]
+    assert len(_children(first.parent_run_id)) == 1
 
 
 def test_a_recurrent_search_fits_each_trial_on_its_own_windows(tmp_path):

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 import uuid
@@ -43,7 +44,8 @@ HYPERBAND_TAGS = ("tuner/bracket", "tuner/round", "tuner/epochs")
 # parent params a resumed search must share with the search it continues
 SEARCH_PARAMS = ("tune.tuner", "tune.model", "tune.epochs", "tune.space", "data.dataset", "data.target", "data.seed")
 AXIS = Axis(key=None, label="trial")
-WORKER_WAIT_SECONDS = 300
+WORKER_WAIT_SECONDS = 300  # a worker's longest wait for its chief, and for any one oracle call
+ORACLE_GRACE_SECONDS = 60  # an ended search whose oracle stays silent this long is complete
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,8 @@ class _Bridge:
         elif status != "COMPLETED":
             last = (trial.message or "").strip().splitlines()
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
-            if tracker is not None and hasattr(tracker, "_logger"):
-                tracker._logger.flush()  # fit raised before on_train_end: send what it queued
+        if tracker is not None and hasattr(tracker, "_logger"):  # fit began: what it queued goes first
+            tracker.delivered()
         self.client.set_tag(self.child_id, STATUS_TAG, status.lower())
         runs.end_run(self.child_id, error)
         best = tracker.summary().get("best_val_loss", float("nan")) if tracker else float("nan")
@@ -375,6 +377,13 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
 
     if role == "worker":
         parent = _wait_for_parent(search_id, experiment_id)
+        if parent.info.status != "RUNNING":
+            echo(f"search {search_id} is already complete (parent run {parent.info.run_id}); nothing left to run")
+            return TuneResult(parent.info.run_id, search_id, role, pd.DataFrame(), None)
+        from keras_tuner.src.distribute import oracle_client
+
+        # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now
+        oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
         bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
@@ -397,13 +406,35 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
     return result
 
 
+def _oracle_answers() -> bool:
+    """Is anything listening at KERASTUNER_ORACLE_IP:PORT (a chief serving, or starting to)?"""
+    address = (os.environ["KERASTUNER_ORACLE_IP"].strip("[]"), int(os.environ["KERASTUNER_ORACLE_PORT"]))
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_for_parent(search_id: str, experiment_id: str):
-    """A worker joins a search its chief is running: the parent exists and is RUNNING (a resumed one is reopened)."""
+    """A worker joins a search its chief is running: the parent exists and is RUNNING (a resumed one is reopened).
+
+    A worker that starts after the others have run every trial finds the parent ended
+    and no oracle listening: once that lasts ORACLE_GRACE_SECONDS (long enough for a
+    chief that resumes the search to reopen it), the ended parent is returned.
+    """
     deadline = time.time() + WORKER_WAIT_SECONDS
+    silent_since = None
     while time.time() < deadline:
         parent = find_parent(search_id, experiment_id)
         if parent is not None and parent.info.status == "RUNNING":
             return parent
+        if parent is not None and parent.info.status == "FINISHED" and not _oracle_answers():
+            silent_since = silent_since or time.time()
+            if time.time() - silent_since >= ORACLE_GRACE_SECONDS:
+                return parent
+        else:
+            silent_since = None
         time.sleep(1)
     raise ConfigError(f"search_id={search_id!r} has no running parent run after {WORKER_WAIT_SECONDS}s; "
                       "expected the chief (KERASTUNER_TUNER_ID=chief) to be running that search")
