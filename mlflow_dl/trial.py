@@ -145,6 +145,9 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             path, fig = _test_plot(model, splits)
             mlflow.log_figure(fig, path)
             plots.close(fig)
+            if not tracker.delivered():
+                raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
+                                    "journal for `mlflow-dl sync`")
     except Exception as exc:
         if raise_errors or run_id is None:
             raise

@@ -29,7 +29,8 @@ from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
 
-FLUSH_TIMEOUT = 5.0  # seconds the end of fit waits for the server; the journal keeps the rest
+FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
+DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -164,6 +165,11 @@ class MlflowCallback(keras.callbacks.Callback):
                 out["best_val_loss"] = min(finite)
         return out
 
+    def delivered(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
+        """Wait until every record of this fit is on the server: an owner that ends the run
+        itself calls this first, so no run ends while its metrics are still queued."""
+        return self._logger.flush(timeout=timeout)
+
     def _handle_signals(self) -> None:
         """SIGTERM / Ctrl-C during fit: flush the journal, end the run KILLED, then interrupt."""
         self._old_handlers = {}
@@ -262,7 +268,7 @@ class MlflowCallback(keras.callbacks.Callback):
         path = os.path.join(tmp, "model.png")
         try:
             keras.utils.plot_model(self.model, to_file=path, show_shapes=True, show_layer_names=True, dpi=72)
-        except ImportError as exc:  # pydot or the graphviz `dot` program is missing
+        except Exception as exc:  # pydot or graphviz's `dot` missing or broken: the diagram is a nicety
             if not _SAID_NO_GRAPHVIZ:
                 print(f"mlflow-dl: no model diagram (plots/model.png): {exc}", file=sys.stderr)
                 _SAID_NO_GRAPHVIZ = True

@@ -5,9 +5,10 @@ once per epoch), then one daemon thread sends what is queued, coalescing
 consecutive metric/param/tag records into `log_batch` calls (at most MLflow's
 1,000 metrics each), in order. A failed call is retried with backoff until the
 server is back, and nothing is dropped; each record sent is acknowledged in the
-journal. `flush` waits for the queue to drain, bounded by a timeout; what is
-still unsent then stays in the journal for `mlflow-dl sync`. A run that could
-not be created (server down at the start) is created by the thread first.
+journal. `flush` waits for the queue to drain while the server takes records,
+bounded by a timeout without progress; what is still unsent then stays in the
+journal for `mlflow-dl sync`. A run that could not be created (server down at
+the start) is created by the thread first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class BackgroundLogger:
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self.last_error: Exception | None = None
+        self._sent = 0  # records delivered so far: `flush` waits as long as this moves
         if create is not None:
             self._put(journal.append("create", flush=True, **create))
         self._thread = threading.Thread(target=self._loop, name="mlflow-dl-logger", daemon=True)
@@ -93,6 +95,7 @@ class BackgroundLogger:
                 for record in batch:
                     self._items.popleft()
                     self.journal.ack(record["seq"])
+                self._sent += len(batch)
                 self._cond.notify_all()
 
     def _send(self, batch: list[dict]) -> None:
@@ -110,12 +113,17 @@ class BackgroundLogger:
                               tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued is on the server; False if the timeout came first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Wait until everything queued is on the server; False once `timeout` seconds pass with
+        nothing delivered (the server is away or stuck). A slow server that keeps taking records
+        is waited for."""
         with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
             while self._items:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
+                sent = self._sent
                 self._cond.wait(remaining)
+                if deadline is not None and self._sent != sent:
+                    deadline = time.monotonic() + timeout
         return True
