@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import warnings
 from importlib import metadata
 
 import mlflow
@@ -55,9 +54,7 @@ def log_pipeline_model(
 
     `step` is the epoch whose metrics MLflow links to the logged model (the best one).
     """
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # MLflow hints at type hints for every PythonModel; the signature is given explicitly
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+    with tempfile.TemporaryDirectory() as tmp:
         prep_path = os.path.join(tmp, "preprocessing.json")
         with open(prep_path, "w") as f:
             f.write(prep.to_json())

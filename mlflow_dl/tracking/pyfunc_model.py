@@ -7,6 +7,7 @@ names; the model applies the training-time preprocessing itself.
 """
 
 import mlflow
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
@@ -24,9 +25,9 @@ class KerasPipelineModel(PythonModel):
         with open(context.artifacts["preprocessing"]) as f:
             self.prep = Preprocessing.from_json(f.read())
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        # the hint is one MLflow infers no schema from: the signature is given at logging, and
+        # Preprocessing.transform checks the columns itself
         try:
             if not isinstance(model_input, pd.DataFrame):
                 model_input = pd.DataFrame(model_input)
