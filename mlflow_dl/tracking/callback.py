@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 
 import keras
@@ -45,6 +46,20 @@ def _warm_up() -> None:
         requirements_utils._init_modules_to_packages_map()
     except Exception:  # only a head start; the real calls happen later anyway
         pass
+
+
+def _in_background(fn, *args) -> Future:
+    """fn(*args) on a daemon thread, which never holds up the interpreter's exit; the Future has its outcome."""
+    future: Future = Future()
+
+    def run():
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="mlflow-dl-prepare", daemon=True).start()
+    return future
 
 
 def _version(dist: str) -> str:
@@ -108,7 +123,15 @@ class MlflowCallback(keras.callbacks.Callback):
                                            default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self._handle_signals()
-        threading.Thread(target=_warm_up, daemon=True).start()
+        # while the model trains: stage the servable model, warm what the end of fit needs
+        self._staged = None
+        serving = self._serving() if self.log_model and not self.offline else None
+        if serving is not None:
+            from mlflow_dl.tracking.model_logging import stage_pipeline_model
+
+            self._staged = _in_background(stage_pipeline_model, run_id, *serving)
+        _in_background(_warm_up)
+        self._epoch_time: dict[int, int] = {}
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
         self.best_epoch: int | None = None
@@ -137,7 +160,8 @@ class MlflowCallback(keras.callbacks.Callback):
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         if epoch > self._logged_through:  # a resumed fit recomputes at most the epoch it was killed in
-            self._logger.log_metrics(values, step=epoch, tags={runs.HEARTBEAT_TAG: str(int(time.time() * 1000))})
+            now = self._epoch_time[epoch] = int(time.time() * 1000)
+            self._logger.log_metrics(values, step=epoch, tags={runs.HEARTBEAT_TAG: str(now)}, timestamp=now)
         if not math.isfinite(values.get("loss", 0.0)):
             self.diverged_at = epoch
             self.model.stop_training = True
@@ -182,8 +206,14 @@ class MlflowCallback(keras.callbacks.Callback):
             signal.signal(sig, handler)
         self._old_handlers = {}
 
+    def _drop_staged_files(self) -> None:
+        """A fit that ends without its model: the staged files go; the logged model stays PENDING."""
+        if self._staged is not None and self._staged.done() and self._staged.exception() is None:
+            shutil.rmtree(os.path.dirname(self._staged.result().path), ignore_errors=True)
+
     def _on_signal(self, signum, frame):
         self._restore_signals()
+        self._drop_staged_files()
         interrupt = KeyboardInterrupt(signal.Signals(signum).name)
         self._logger.flush(timeout=FLUSH_TIMEOUT)
         self._logger.journal.flush()
@@ -205,8 +235,12 @@ class MlflowCallback(keras.callbacks.Callback):
             jobs = [side.submit(self._log_summary_and_curves), side.submit(self._log_architecture, tmp)]
             if self.diverged_at is None and self.best_weights is not None:
                 model_path = self._save_checkpoint(tmp, side, jobs)
-                if self.log_model:
+                if self._staged is not None:
                     self._log_pyfunc(model_path)
+            elif self._staged is not None:
+                from mlflow_dl.tracking.model_logging import discard
+
+                jobs.append(side.submit(discard, self._staged.result()))
             for job in jobs:
                 job.result()
         if self.diverged_at is not None:
@@ -225,6 +259,7 @@ class MlflowCallback(keras.callbacks.Callback):
         skipped, with a tag saying so; the checkpoint holds the same weights.
         """
         logger = self._logger
+        self._drop_staged_files()
         logger.log_metrics(self.summary(), step=0)
         with tempfile.TemporaryDirectory() as tmp:
             if self.history:
@@ -293,13 +328,13 @@ class MlflowCallback(keras.callbacks.Callback):
         self.model.save(final_path)
         return final_path
 
-    def _log_pyfunc(self, model_path: str) -> None:
-        from mlflow_dl.tracking.model_logging import log_pipeline_model
-
+    def _serving(self) -> tuple[Preprocessing, pd.DataFrame, pd.DataFrame] | None:
+        """The preprocessing the served model applies, an input example and the model's output on it;
+        None when there is none to serve with (no preprocessing given and more than one flat input)."""
         prep, example = self.preprocessing, self.input_example
         if prep is None:
             if len(self.model.inputs) != 1 or len(self.model.inputs[0].shape) != 2:
-                return  # identity preprocessing covers one flat input only; the checkpoint is logged
+                return None
             n = int(self.model.inputs[0].shape[-1])
             prep = Preprocessing(columns=tuple(f"f{i}" for i in range(n)), x_scale=(1.0,) * n,
                                  x_offset=(0.0,) * n, task="raw", target="output")
@@ -308,6 +343,15 @@ class MlflowCallback(keras.callbacks.Callback):
         example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         # a direct (eager) call: predict_on_batch would trace a function for five rows
         output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
-        step = self.best_epoch if self.restore_best_weights else (self.first_epoch or 0) + len(self.history["loss"]) - 1
-        self.model_info = log_pipeline_model(model_path, prep, example, output, step=step)
+        return prep, example, output
 
+    def _log_pyfunc(self, model_path: str) -> None:
+        """The weights into the model staged at train begin, linked to the run at the logged epoch."""
+        from mlflow_dl.tracking.model_logging import finish_pipeline_model
+
+        first = self.first_epoch or 0
+        step = self.best_epoch if self.restore_best_weights else first + len(self.history["loss"]) - 1
+        logged_at = self._epoch_time.get(step)  # None: logged before a resume, by the killed process
+        step_metrics = {k: (v[step - first], logged_at) for k, v in self.history.items()} if logged_at else None
+        self.model_info = finish_pipeline_model(self._staged.result(), model_path, step=step,
+                                                step_metrics=step_metrics)

@@ -43,9 +43,10 @@ class BackgroundLogger:
             self._items.append(record)
             self._cond.notify_all()
 
-    def log_metrics(self, values: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
+    def log_metrics(self, values: dict[str, float], step: int, tags: dict[str, str] | None = None,
+                    timestamp: int | None = None) -> None:
         """Once per epoch: journal (flushed) and queue; no network on the caller's thread."""
-        now = int(time.time() * 1000)
+        now = timestamp or int(time.time() * 1000)
         self._put(self.journal.append("metrics", flush=True, metrics=[[k, float(v), now, step] for k, v in values.items()],
                                       tags=tags or {}))
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import metadata
 
 import mlflow
 import pandas as pd
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models.model import MLMODEL_FILE_NAME
+from mlflow.utils.file_utils import get_total_file_size
 
 from mlflow_dl.data import preprocessing as preprocessing_module
 from mlflow_dl.data.preprocessing import Preprocessing
@@ -42,37 +47,110 @@ def _routing(prep: Preprocessing) -> dict:
     return out
 
 
-def log_pipeline_model(
-    keras_path: str,
-    prep: Preprocessing,
-    input_example: pd.DataFrame,
-    output_example: pd.DataFrame,
-    name: str = "model",
-    step: int = 0,
-):
-    """Log `keras_path` + `prep` under the active run as a pyfunc model; returns ModelInfo.
+KERAS_FILE = "model.keras"  # the weights inside the pyfunc: artifacts/model.keras
 
-    `step` is the epoch whose metrics MLflow links to the logged model (the best one).
+
+@dataclass(frozen=True)
+class StagedModel:
+    """A run's logged model (PENDING) whose files are on the server, but for the weights and MLmodel."""
+
+    logged_model: LoggedModel
+    path: str  # the saved pyfunc, kept until finish_pipeline_model or discard
+
+
+def _pyfunc_metadata(prep: Preprocessing) -> dict:
+    return {"mlflow_dl": {"input_columns": list(prep.columns), "task": prep.task, "target": prep.target,
+                          **_routing(prep)}}
+
+
+def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.DataFrame,
+                         output_example: pd.DataFrame) -> StagedModel:
+    """While the model trains: create the run's logged model and upload what does not depend on the
+    weights (code, preprocessing, requirements, input example), so that after fit only the Keras
+    file and MLmodel are left (finish_pipeline_model).
+
+    `output_example` only needs the right columns and types (it gives the signature's outputs).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        prep_path = os.path.join(tmp, "preprocessing.json")
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=run.info.experiment_id,
+                                            params=dict(run.data.params))
+    root = tempfile.mkdtemp(prefix="mlflow-dl-model-")
+    try:
+        prep_path = os.path.join(root, "preprocessing.json")
         with open(prep_path, "w") as f:
             f.write(prep.to_json())
-        code_path = os.path.join(tmp, "mlflow_dl_preprocessing.py")
+        code_path = os.path.join(root, "mlflow_dl_preprocessing.py")
         shutil.copyfile(preprocessing_module.__file__, code_path)
+        placeholder = os.path.join(root, KERAS_FILE)  # replaced by the trained weights
+        open(placeholder, "wb").close()
         # Output schema only: with an input schema MLflow's serving drops unknown columns silently
         # and answers missing ones with a schema dump; Preprocessing.transform checks the rows
         # itself (HTTP 400 naming the expected columns). The input columns travel in `metadata`.
         signature = ModelSignature(outputs=infer_signature(input_example.astype("float64"), output_example).outputs)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            step=step,
+        path = os.path.join(root, "model")
+        mlflow.pyfunc.save_model(
+            path,
             python_model=MODEL_CODE,
-            artifacts={"keras_model": keras_path, "preprocessing": prep_path},
+            artifacts={"keras_model": placeholder, "preprocessing": prep_path},
             code_paths=[code_path],
             signature=signature,
             input_example=input_example.astype("float64"),
             pip_requirements=pip_requirements(),
-            metadata={"mlflow_dl": {"input_columns": list(prep.columns), "task": prep.task,
-                                    "target": prep.target, **_routing(prep)}},
+            metadata=_pyfunc_metadata(prep),
+            mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                               model_id=logged.model_id),
         )
+        for folder, _, files in os.walk(path):
+            rel = os.path.relpath(folder, path)
+            for name in files:
+                if (rel, name) not in ((".", MLMODEL_FILE_NAME), ("artifacts", KERAS_FILE)):
+                    client.log_model_artifact(logged.model_id, os.path.join(folder, name),
+                                              None if rel == "." else rel)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    return StagedModel(logged, path)
+
+
+def finish_pipeline_model(staged: StagedModel, keras_path: str, step: int = 0,
+                          step_metrics: dict[str, tuple[float, int]] | None = None):
+    """After fit: the weights in, the model READY and linked to its run at `step`; returns ModelInfo.
+
+    What `mlflow.pyfunc.log_model` ends with, without its two costliest round trips: re-loading
+    the model to validate the input example (the caller computed outputs with the same
+    preprocessing and weights) and re-reading every metric history for `step`'s values
+    (`step_metrics`: key -> (value, timestamp) as logged at `step`, the best epoch).
+    """
+    client = mlflow.MlflowClient()
+    logged, path = staged.logged_model, staged.path
+    run_id, model_id = logged.source_run_id, logged.model_id
+    try:
+        shutil.copyfile(keras_path, os.path.join(path, "artifacts", KERAS_FILE))
+        mlflow_model = Model.load(path)
+        mlflow_model.model_size_bytes = get_total_file_size(path)
+        mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+        with ThreadPoolExecutor(4) as pool:  # independent round trips, at once
+            calls = [pool.submit(client.log_model_artifact, model_id, os.path.join(path, "artifacts", KERAS_FILE),
+                                 "artifacts"),
+                     pool.submit(client.log_model_artifact, model_id, os.path.join(path, MLMODEL_FILE_NAME)),
+                     pool.submit(client.log_outputs, run_id, [LoggedModelOutput(model_id, step=step)])]
+            if step_metrics:  # the same points as the run's, now also linked to the model (its page shows them)
+                calls.append(pool.submit(client.log_batch, run_id, metrics=[
+                    Metric(k, v, ts, step, model_id=model_id) for k, (v, ts) in step_metrics.items()]))
+            for call in calls:
+                call.result()
+    except BaseException:
+        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        raise
+    finally:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+    return mlflow_model.get_model_info(logged)
+
+
+def discard(staged: StagedModel) -> None:
+    """A fit that ends without a servable model leaves no PENDING model behind."""
+    shutil.rmtree(os.path.dirname(staged.path), ignore_errors=True)
+    mlflow.MlflowClient().delete_logged_model(staged.logged_model.model_id)
