@@ -286,7 +286,7 @@ def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, di
 
 def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
     """results.csv, results_summary.txt, best hyper-parameters, the best model on the test split."""
-    from mlflow_dl.trial import _test_plot, test_metrics
+    from mlflow_dl.trial import test_metrics, test_outputs, test_plot
 
     table, histories = children_table(parent_id, experiment_id)
     finished = table[table["status"] == "FINISHED"] if len(table) else table
@@ -314,8 +314,9 @@ def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tu
                                                    dst_path=tmp)
         model = keras.saving.load_model(path, safe_mode=True)
     splits = bridge.trial_splits(values)
-    mlflow.log_metrics(test_metrics(model, splits))
-    artifact, fig = _test_plot(model, splits)
+    raw, loss = test_outputs(model, splits)
+    mlflow.log_metrics(test_metrics(splits, raw, loss))
+    artifact, fig = test_plot(splits, raw)
     mlflow.log_figure(fig, artifact)
     plots.close(fig)
     figures, _ = compare.comparison_figures(table, histories, AXIS)

@@ -328,9 +328,12 @@ class MlflowCallback(keras.callbacks.Callback):
         self.model.save(final_path)
         return final_path
 
-    def _serving(self) -> tuple[Preprocessing, pd.DataFrame, pd.DataFrame] | None:
-        """The preprocessing the served model applies, an input example and the model's output on it;
-        None when there is none to serve with (no preprocessing given and more than one flat input)."""
+    def _serving(self):
+        """The preprocessing the served model applies, an input example and the signature of the
+        model's output on it; None when there is none to serve with (no preprocessing given and
+        more than one flat input)."""
+        from mlflow_dl.tracking.model_logging import output_signature
+
         prep, example = self.preprocessing, self.input_example
         if prep is None:
             if len(self.model.inputs) != 1 or len(self.model.inputs[0].shape) != 2:
@@ -343,7 +346,7 @@ class MlflowCallback(keras.callbacks.Callback):
         example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         # a direct (eager) call: predict_on_batch would trace a function for five rows
         output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
-        return prep, example, output
+        return prep, example, output_signature(example, output)
 
     def _log_pyfunc(self, model_path: str) -> None:
         """The weights into the model staged at train begin, linked to the run at the logged epoch."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
@@ -63,13 +64,25 @@ def _pyfunc_metadata(prep: Preprocessing) -> dict:
                           **_routing(prep)}}
 
 
+def output_signature(input_example: pd.DataFrame, output_example: pd.DataFrame) -> ModelSignature:
+    """Outputs only: with an input schema MLflow's serving drops unknown columns silently and answers
+    missing ones with a schema dump; Preprocessing.transform checks the rows itself (HTTP 400 naming
+    the expected columns). The input columns travel in the model's `metadata`.
+
+    Call it on the main thread: it silences MLflow's hint about integer columns (the class column
+    is an integer by design), and warning filters are process-wide.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        return ModelSignature(outputs=infer_signature(input_example.astype("float64"), output_example).outputs)
+
+
 def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.DataFrame,
-                         output_example: pd.DataFrame) -> StagedModel:
+                         signature: ModelSignature) -> StagedModel:
     """While the model trains: create the run's logged model and upload what does not depend on the
     weights (code, preprocessing, requirements, input example), so that after fit only the Keras
     file and MLmodel are left (finish_pipeline_model).
 
-    `output_example` only needs the right columns and types (it gives the signature's outputs).
     """
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
@@ -84,10 +97,6 @@ def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.Dat
         shutil.copyfile(preprocessing_module.__file__, code_path)
         placeholder = os.path.join(root, KERAS_FILE)  # replaced by the trained weights
         open(placeholder, "wb").close()
-        # Output schema only: with an input schema MLflow's serving drops unknown columns silently
-        # and answers missing ones with a schema dump; Preprocessing.transform checks the rows
-        # itself (HTTP 400 naming the expected columns). The input columns travel in `metadata`.
-        signature = ModelSignature(outputs=infer_signature(input_example.astype("float64"), output_example).outputs)
         path = os.path.join(root, "model")
         mlflow.pyfunc.save_model(
             path,
