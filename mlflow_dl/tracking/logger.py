@@ -1,9 +1,10 @@
 """Metric, param and tag batches sent from a background thread, so `fit` never waits on the tracking server.
 
 Each record is first appended to the run's journal (tracking/spool.py, flushed
-once per epoch), then one daemon thread sends what is queued, coalescing
-consecutive metric/param/tag records into `log_batch` calls (at most MLflow's
-1,000 metrics each), in order. A failed call is retried with backoff until the
+once per epoch), then one daemon thread sends what is queued, at most once per
+SEND_INTERVAL while nobody waits on `flush`, coalescing consecutive
+metric/param/tag records into `log_batch` calls (at most MLflow's 1,000 metrics
+each), in order. A failed call is retried with backoff until the
 server is back, and nothing is dropped; each record sent is acknowledged in the
 journal. `flush` waits for the queue to drain while the server takes records,
 bounded by a timeout without progress; what is still unsent then stays in the
@@ -22,6 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow_dl.tracking import runs, spool
 
 MAX_BATCH = 1000
+SEND_INTERVAL = 1.0  # seconds between sends while training: epochs coalesce, the server is spared a call each
 BATCHABLE = ("metrics", "params", "tags")
 
 
@@ -33,6 +35,8 @@ class BackgroundLogger:
         self._cond = threading.Condition()
         self.last_error: Exception | None = None
         self._sent = 0  # records delivered so far: `flush` waits as long as this moves
+        self._waiting = 0  # callers in `flush`: while there are any, send without pausing
+        self._last_send = 0.0
         if create is not None:
             self._put(journal.append("create", flush=True, **create))
         self._thread = threading.Thread(target=self._loop, name="mlflow-dl-logger", daemon=True)
@@ -69,6 +73,8 @@ class BackgroundLogger:
         with self._cond:
             while not self._items:
                 self._cond.wait()
+            while not self._waiting and (pause := self._last_send + SEND_INTERVAL - time.monotonic()) > 0:
+                self._cond.wait(pause)
             batch = [self._items[0]]
             if batch[0]["op"] in BATCHABLE:
                 size = len(batch[0].get("metrics", ()))
@@ -97,6 +103,7 @@ class BackgroundLogger:
                     self._items.popleft()
                     self.journal.ack(record["seq"])
                 self._sent += len(batch)
+                self._last_send = time.monotonic()
                 self._cond.notify_all()
 
     def _send(self, batch: list[dict]) -> None:
@@ -118,13 +125,18 @@ class BackgroundLogger:
         nothing delivered (the server is away or stuck). A slow server that keeps taking records
         is waited for."""
         with self._cond:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self._items:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                sent = self._sent
-                self._cond.wait(remaining)
-                if deadline is not None and self._sent != sent:
-                    deadline = time.monotonic() + timeout
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while self._items:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    sent = self._sent
+                    self._cond.wait(remaining)
+                    if deadline is not None and self._sent != sent:
+                        deadline = time.monotonic() + timeout
+            finally:
+                self._waiting -= 1
         return True
