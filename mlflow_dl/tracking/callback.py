@@ -1,10 +1,11 @@
 """MlflowCallback: the one tracking path of every fit (train, sweeps, autolog).
 
 Per epoch it only queues metrics (sent by a background thread) and, when the
-monitored value improves, copies the weights in memory. Files are written once,
-after training: the best checkpoint, the learning curves and the pyfunc model.
-What those need that is slow to import or index is warmed in a background
-thread while the model trains.
+monitored value improves, copies the weights in memory. While the model trains,
+a background thread stages the servable pyfunc model (everything but the
+weights) and warms what the end of fit imports. Files that depend on the
+weights are written once, after training: the best checkpoint, the learning
+curves and the model's Keras file.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class MlflowCallback(keras.callbacks.Callback):
     holding the best epoch's weights, so what is logged is what was best.
 
     Uses the active run, or starts one (and ends it) when none is active; the
-    pyfunc model is logged through the fluent API into that active run.
+    pyfunc model is that run's logged model `model` (`runs:/RUN_ID/model`).
     """
 
     def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,

@@ -1,4 +1,9 @@
-"""Log a Keras model with its preprocessing as one MLflow pyfunc model."""
+"""Log a Keras model with its preprocessing as one MLflow pyfunc model, in two steps.
+
+`stage_pipeline_model` runs while the model trains (logged model created, files
+that do not depend on the weights uploaded); `finish_pipeline_model` runs after
+fit (the Keras file and MLmodel uploaded, the model READY and linked to its run).
+"""
 
 from __future__ import annotations
 
