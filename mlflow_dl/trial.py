@@ -117,7 +117,9 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
                              preprocessing=splits.preprocessing,
                              input_example=splits.raw_test.head(5 + splits.preprocessing.window),
                              backup_dir=backup)
-    callbacks += [tracker, keras.callbacks.BackupAndRestore(backup)]  # metrics logged before the state is saved
+    # metrics logged before the state is saved; two states kept, so a SIGKILL in the middle of writing one
+    # (a corrupt .weights.h5) falls back to the epoch before it
+    callbacks += [tracker, keras.callbacks.BackupAndRestore(backup, double_checkpoint=True)]
     # y None: x yields (input, target) batches itself (a keras PyDataset of windows)
     train = (splits.x_train,) if splits.y_train is None else (splits.x_train, splits.y_train)
     val = splits.x_val if splits.y_val is None else (splits.x_val, splits.y_val)
