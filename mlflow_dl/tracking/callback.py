@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -210,7 +209,7 @@ class MlflowCallback(keras.callbacks.Callback):
     def _drop_staged_files(self) -> None:
         """A fit that ends without its model: the staged files go; the logged model stays PENDING."""
         if self._staged is not None and self._staged.done() and self._staged.exception() is None:
-            shutil.rmtree(os.path.dirname(self._staged.result().path), ignore_errors=True)
+            self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
         self._restore_signals()

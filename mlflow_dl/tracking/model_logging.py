@@ -63,6 +63,9 @@ class StagedModel:
     logged_model: LoggedModel
     path: str  # the saved pyfunc, kept until finish_pipeline_model or discard
 
+    def remove_files(self) -> None:
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
 
 def _pyfunc_metadata(prep: Preprocessing) -> dict:
     return {"mlflow_dl": {"input_columns": list(prep.columns), "task": prep.task, "target": prep.target,
@@ -87,7 +90,6 @@ def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.Dat
     """While the model trains: create the run's logged model and upload what does not depend on the
     weights (code, preprocessing, requirements, input example), so that after fit only the Keras
     file and MLmodel are left (finish_pipeline_model).
-
     """
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
@@ -159,12 +161,12 @@ def finish_pipeline_model(staged: StagedModel, keras_path: str, step: int = 0,
         client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
         raise
     finally:
-        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        staged.remove_files()
     client.finalize_logged_model(model_id, LoggedModelStatus.READY)
     return mlflow_model.get_model_info(logged)
 
 
 def discard(staged: StagedModel) -> None:
     """A fit that ends without a servable model leaves no PENDING model behind."""
-    shutil.rmtree(os.path.dirname(staged.path), ignore_errors=True)
+    staged.remove_files()
     mlflow.MlflowClient().delete_logged_model(staged.logged_model.model_id)
