@@ -150,7 +150,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
         with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
             run_id = run.info.run_id
             mlflow.log_params({**spec.params(), **(extra_params or {})})
-            mlflow.log_input(dataset_input(ds), context="training")
+            runs.log_dataset(dataset_input(ds))
             model = build_model(spec, splits)
             started = time.perf_counter()
             tracker = fit_tracked(model, splits, spec)

@@ -49,3 +49,43 @@ def test_sqlite_store_with_workers_warns_once(tmp_path):
                                             "--hidden", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.count("warning:") == 1 and "PostgreSQL" in out.stderr
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_runs_logging_one_new_dataset_at_once_all_get_it(store, tracking_store, request):
+    """MLflow's store looks a dataset up, then inserts it: parallel children used to collide on it."""
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from mlflow_dl.tracking import runs
+
+    if store == "postgres":
+        uri = request.getfixturevalue("postgres_uri")  # SQLAlchemy 2.1's default driver is psycopg 3: name psycopg2
+        mlflow.set_tracking_uri(uri.replace("postgresql://", "postgresql+psycopg2://", 1))
+    experiment_id = runs.ensure_experiment("dataset-race")
+    errors, run_ids = [], []
+
+    def child(dataset, barrier):
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            run_ids.append(run.info.run_id)
+            barrier.wait()
+            try:
+                runs.log_dataset(dataset)
+            except Exception as exc:  # noqa: BLE001  (collected, asserted below)
+                errors.append(exc)
+
+    for round_ in range(5):
+        frame = pd.DataFrame({"x": np.random.default_rng().random(20)})
+        dataset = mlflow.data.from_pandas(frame, name=f"round{round_}")
+        barrier = threading.Barrier(8)
+        threads = [threading.Thread(target=child, args=(dataset, barrier)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    client = mlflow.MlflowClient()
+    linked = [[d.dataset.name for d in client.get_run(r).inputs.dataset_inputs] for r in run_ids]
+    assert len(linked) == 40 and all(len(names) == 1 for names in linked)

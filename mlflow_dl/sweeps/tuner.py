@@ -157,7 +157,7 @@ class _Bridge:
         spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
         self._dataset = self._dataset or dataset_input(self.ds)
-        mlflow.log_input(self._dataset, context="training")
+        runs.log_dataset(self._dataset)
 
     def _forget_earlier_attempt(self, trial_id: str) -> None:
         """A trial keras-tuner runs again (resumed after a crash, retried) keeps one child: the last."""

@@ -59,6 +59,23 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
 
 
+def log_dataset(dataset, context: str = "training", attempts: int = 3) -> None:
+    """mlflow.log_input, tried again when another run wrote the same dataset meanwhile.
+
+    MLflow's SQL store looks the dataset up, then inserts it: two runs of one experiment
+    logging a new dataset at once (a sweep's parallel children) collide on its unique key
+    (SQLite "UNIQUE constraint failed", PostgreSQL "duplicate key"). A second try finds
+    the row the other run wrote and only links it.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException as exc:
+            if attempt == attempts or not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key")):
+                raise
+            time.sleep(0.1 * attempt)
+
+
 def redact(uri: str) -> str:
     """A tracking URI without the password it may carry (http://user:secret@host -> http://user@host)."""
     from urllib.parse import urlsplit, urlunsplit
