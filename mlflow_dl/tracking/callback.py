@@ -3,7 +3,7 @@
 Per epoch it only queues metrics (sent by a background thread) and, when the
 monitored value improves, copies the weights in memory. While the model trains,
 a background thread stages the servable pyfunc model (everything but the
-weights) and warms what the end of fit imports. Files that depend on the
+weights). Files that depend on the
 weights are written once, after training: the best checkpoint, the learning
 curves and the model's Keras file.
 """
@@ -27,25 +27,13 @@ import pandas as pd
 from mlflow.entities import Metric
 
 from mlflow_dl.data.preprocessing import Preprocessing
-from mlflow_dl.tracking import runs, spool
+from mlflow_dl.tracking import model_logging, plots, runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
-
-
-def _warm_up() -> None:
-    """Import matplotlib and index installed packages (MLflow checks pinned requirements against it)."""
-    try:
-        from mlflow.utils import requirements_utils
-
-        from mlflow_dl.tracking import model_logging, plots  # noqa: F401
-
-        requirements_utils._init_modules_to_packages_map()
-    except Exception:  # only a head start; the real calls happen later anyway
-        pass
 
 
 def _in_background(fn, *args) -> Future:
@@ -123,14 +111,11 @@ class MlflowCallback(keras.callbacks.Callback):
                                            default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self._handle_signals()
-        # while the model trains: stage the servable model, warm what the end of fit needs
+        # while the model trains: stage the servable model
         self._staged = None
         serving = self._serving() if self.log_model and not self.offline else None
         if serving is not None:
-            from mlflow_dl.tracking.model_logging import stage_pipeline_model
-
-            self._staged = _in_background(stage_pipeline_model, run_id, *serving)
-        _in_background(_warm_up)
+            self._staged = _in_background(model_logging.stage_pipeline_model, run_id, *serving)
         self._epoch_time: dict[int, int] = {}
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
@@ -238,9 +223,7 @@ class MlflowCallback(keras.callbacks.Callback):
                 if self._staged is not None:
                     self._log_pyfunc(model_path)
             elif self._staged is not None:
-                from mlflow_dl.tracking.model_logging import discard
-
-                jobs.append(side.submit(discard, self._staged.result()))
+                jobs.append(side.submit(model_logging.discard, self._staged.result()))
             for job in jobs:
                 job.result()
         if self.diverged_at is not None:
@@ -263,7 +246,6 @@ class MlflowCallback(keras.callbacks.Callback):
         logger.log_metrics(self.summary(), step=0)
         with tempfile.TemporaryDirectory() as tmp:
             if self.history:
-                from mlflow_dl.tracking import plots
 
                 fig = plots.learning_curves(self.history, self.best_epoch)
                 fig.savefig(os.path.join(tmp, "learning_curves.png"))
@@ -288,7 +270,6 @@ class MlflowCallback(keras.callbacks.Callback):
         now = int(time.time() * 1000)
         self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in self.summary().items()])
         if self.history:
-            from mlflow_dl.tracking import plots
 
             fig = plots.learning_curves(self.history, self.best_epoch)
             self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
@@ -332,7 +313,6 @@ class MlflowCallback(keras.callbacks.Callback):
         """The preprocessing the served model applies, an input example and the signature of the
         model's output on it; None when there is none to serve with (no preprocessing given and
         more than one flat input)."""
-        from mlflow_dl.tracking.model_logging import output_signature
 
         prep, example = self.preprocessing, self.input_example
         if prep is None:
@@ -346,15 +326,14 @@ class MlflowCallback(keras.callbacks.Callback):
         example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         # a direct (eager) call: predict_on_batch would trace a function for five rows
         output = prep.outputs(keras.ops.convert_to_numpy(self.model(prep.transform(example), training=False)))
-        return prep, example, output_signature(example, output)
+        return prep, example, model_logging.output_signature(example, output)
 
     def _log_pyfunc(self, model_path: str) -> None:
         """The weights into the model staged at train begin, linked to the run at the logged epoch."""
-        from mlflow_dl.tracking.model_logging import finish_pipeline_model
 
         first = self.first_epoch or 0
         step = self.best_epoch if self.restore_best_weights else first + len(self.history["loss"]) - 1
         logged_at = self._epoch_time.get(step)  # None: logged before a resume, by the killed process
         step_metrics = {k: (v[step - first], logged_at) for k, v in self.history.items()} if logged_at else None
-        self.model_info = finish_pipeline_model(self._staged.result(), model_path, step=step,
+        self.model_info = model_logging.finish_pipeline_model(self._staged.result(), model_path, step=step,
                                                 step_metrics=step_metrics)

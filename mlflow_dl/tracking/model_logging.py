@@ -28,6 +28,24 @@ from mlflow_dl.data.preprocessing import Preprocessing
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "pyfunc_model.py")
 
 
+def _index_installed_packages() -> None:
+    """Build, now, the index of installed packages MLflow checks a model's pins against.
+
+    MLflow builds it on first use (~0.6 s of pure Python reading every package's file list),
+    which would land in the first fit of a process, on a thread that then competes with
+    training for the GIL. At import it is a one-off cost, like importing Keras.
+    """
+    from mlflow.utils import requirements_utils
+
+    try:
+        requirements_utils._init_modules_to_packages_map()
+    except Exception:  # noqa: BLE001  (MLflow builds it again when it needs it)
+        pass
+
+
+_index_installed_packages()
+
+
 def pip_requirements() -> list[str]:
     """Explicit pins: inferring them costs about 8 s a run."""
     pins = []
