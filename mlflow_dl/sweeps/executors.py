@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from mlflow_dl.sweeps import heap
+
 _worker: dict = {}
 
 
@@ -30,10 +32,11 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
 
 def inline(trials, ds, splits, family, parent_run_id, on_result):
     results = []
-    for i, trial in enumerate(trials):
-        result = run_one(ds, splits, trial, family, parent_run_id)
-        results.append(result)
-        on_result(i, result)
+    with heap.frozen():
+        for i, trial in enumerate(trials):
+            result = run_one(ds, splits, trial, family, parent_run_id)
+            results.append(result)
+            on_result(i, result)
     return results
 
 
@@ -53,9 +56,10 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     module = families.get(family)
     if hasattr(module, "load_data"):  # the family's own data (time series), as in runner.sweep
         _worker["data"] = module.load_data(data_spec, ())
-        return
-    ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
-    _worker["data"] = (ds, split_and_scale(ds, data_spec))
+    else:
+        ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
+        _worker["data"] = (ds, split_and_scale(ds, data_spec))
+    heap.freeze()  # the worker process is ours: what it has loaded stays out of collections
 
 
 def _run_in_worker(trial, family, parent_run_id):

@@ -31,7 +31,7 @@ from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.families import tune as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.sweeps import compare
+from mlflow_dl.sweeps import compare, heap
 from mlflow_dl.sweeps.trials import Axis
 from mlflow_dl.tracking import plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
@@ -461,8 +461,9 @@ def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int,
     data = () if bridge.model == "recurrent" else (splits.x_train, splits.y_train)
     validation = None if bridge.model == "recurrent" else (splits.x_val, splits.y_val)
     try:
-        tuner.search(*data, validation_data=validation, epochs=epochs, batch_size=bridge.base.fit.batch_size,
-                     verbose=0)
+        with heap.frozen():
+            tuner.search(*data, validation_data=validation, epochs=epochs, batch_size=bridge.base.fit.batch_size,
+                         verbose=0)
     except BaseException as exc:
         bridge.abort(exc)
         # the chief stops serving once every trial is done: a worker asking just then gets a gRPC error

@@ -246,7 +246,6 @@ class MlflowCallback(keras.callbacks.Callback):
         logger.log_metrics(self.summary(), step=0)
         with tempfile.TemporaryDirectory() as tmp:
             if self.history:
-
                 fig = plots.learning_curves(self.history, self.best_epoch)
                 fig.savefig(os.path.join(tmp, "learning_curves.png"))
                 plots.close(fig)
@@ -270,7 +269,6 @@ class MlflowCallback(keras.callbacks.Callback):
         now = int(time.time() * 1000)
         self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in self.summary().items()])
         if self.history:
-
             fig = plots.learning_curves(self.history, self.best_epoch)
             self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
             plots.close(fig)
@@ -313,7 +311,6 @@ class MlflowCallback(keras.callbacks.Callback):
         """The preprocessing the served model applies, an input example and the signature of the
         model's output on it; None when there is none to serve with (no preprocessing given and
         more than one flat input)."""
-
         prep, example = self.preprocessing, self.input_example
         if prep is None:
             if len(self.model.inputs) != 1 or len(self.model.inputs[0].shape) != 2:
@@ -330,10 +327,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _log_pyfunc(self, model_path: str) -> None:
         """The weights into the model staged at train begin, linked to the run at the logged epoch."""
-
         first = self.first_epoch or 0
         step = self.best_epoch if self.restore_best_weights else first + len(self.history["loss"]) - 1
         logged_at = self._epoch_time.get(step)  # None: logged before a resume, by the killed process
         step_metrics = {k: (v[step - first], logged_at) for k, v in self.history.items()} if logged_at else None
         self.model_info = model_logging.finish_pipeline_model(self._staged.result(), model_path, step=step,
-                                                step_metrics=step_metrics)
+                                                              step_metrics=step_metrics)
