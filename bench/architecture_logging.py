@@ -38,7 +38,7 @@ def main() -> None:
     from mlflow_dl.tracking.callback import MlflowCallback
 
     class WithoutArchitecture(MlflowCallback):
-        def _log_architecture(self, tmp):  # the baseline: everything else as shipped
+        def _log_architecture(self):  # the baseline: everything else as shipped
             return None
 
     tmp = tempfile.mkdtemp()

@@ -2,8 +2,8 @@
 
 Per epoch it only queues metrics (sent by a background thread) and, when the
 monitored value improves, copies the weights in memory. While the model trains,
-a background thread stages the servable pyfunc model (everything but the
-weights). Files that depend on the
+background threads stage the servable pyfunc model (everything but the
+weights) and log the architecture (summary and diagram). Files that depend on the
 weights are written once, after training: the best checkpoint, the learning
 curves and the model's Keras file.
 """
@@ -111,11 +111,15 @@ class MlflowCallback(keras.callbacks.Callback):
                                            default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self._handle_signals()
-        # while the model trains: stage the servable model
+        # while the model trains: stage the servable model, log the architecture
         self._staged = None
         serving = self._serving() if self.log_model and not self.offline else None
         if serving is not None:
             self._staged = _in_background(model_logging.stage_pipeline_model, run_id, *serving)
+        # the architecture is known once the model is built (a model without an Input: at its first batch)
+        self._architecture = None
+        if self.model.built and not self.offline:
+            self._architecture = _in_background(self._log_architecture)
         self._epoch_time: dict[int, int] = {}
         self.history: dict[str, list[float]] = {}
         self.best = math.inf
@@ -217,7 +221,8 @@ class MlflowCallback(keras.callbacks.Callback):
         # uploads that need nothing more from the model run beside the model logging
         with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
                 tempfile.TemporaryDirectory() as tmp:
-            jobs = [side.submit(self._log_summary_and_curves), side.submit(self._log_architecture, tmp)]
+            jobs = [side.submit(self._log_summary_and_curves),
+                    self._architecture or side.submit(self._log_architecture)]
             if self.diverged_at is None and self.best_weights is not None:
                 model_path = self._save_checkpoint(tmp, side, jobs)
                 if self._staged is not None:
@@ -273,21 +278,22 @@ class MlflowCallback(keras.callbacks.Callback):
             self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
             plots.close(fig)
 
-    def _log_architecture(self, tmp: str) -> None:
+    def _log_architecture(self) -> None:
         """model.summary() as model_summary.txt; the graph as plots/model.png where pydot and graphviz are."""
         global _SAID_NO_GRAPHVIZ
         lines: list[str] = []
         self.model.summary(line_length=120, print_fn=lambda text, *_, **__: lines.append(text))
         self._client.log_text(self.run_id, "\n".join(lines), "model_summary.txt")
-        path = os.path.join(tmp, "model.png")
-        try:
-            keras.utils.plot_model(self.model, to_file=path, show_shapes=True, show_layer_names=True, dpi=72)
-        except Exception as exc:  # pydot or graphviz's `dot` missing or broken: the diagram is a nicety
-            if not _SAID_NO_GRAPHVIZ:
-                print(f"mlflow-dl: no model diagram (plots/model.png): {exc}", file=sys.stderr)
-                _SAID_NO_GRAPHVIZ = True
-            return
-        self._client.log_artifact(self.run_id, path, "plots")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.png")
+            try:
+                keras.utils.plot_model(self.model, to_file=path, show_shapes=True, show_layer_names=True, dpi=72)
+            except Exception as exc:  # pydot or graphviz's `dot` missing or broken: the diagram is a nicety
+                if not _SAID_NO_GRAPHVIZ:
+                    print(f"mlflow-dl: no model diagram (plots/model.png): {exc}", file=sys.stderr)
+                    _SAID_NO_GRAPHVIZ = True
+                return
+            self._client.log_artifact(self.run_id, path, "plots")
 
     def _save_checkpoint(self, tmp: str, side, jobs, upload: bool = True) -> str:
         """Write checkpoints/best.keras (uploaded beside); return the file the logged model uses."""
