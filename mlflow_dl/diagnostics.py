@@ -120,9 +120,10 @@ def diagnose(run_id: str) -> dict[str, float]:
     from mlflow.exceptions import MlflowException
 
     from mlflow_dl.errors import ConfigError
+    from mlflow_dl.tracking import runs
 
+    runs.existing_run(run_id)
     try:
-        mlflow.MlflowClient().get_run(run_id)
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREDICTIONS)
     except (MlflowException, OSError):
         raise ConfigError(f"run_id={run_id!r} has no {PREDICTIONS}; expected the id of a time-series run "

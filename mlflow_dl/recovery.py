@@ -56,18 +56,14 @@ def spec_from_params(params: dict[str, str]) -> TrialSpec:
 
 def resume(run_id: str):
     """Continue a killed run from its last completed epoch, in the same run; returns the TrialResult."""
-    import mlflow
-
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale, subsample_train
     from mlflow_dl.tracking import runs, spool
-    from mlflow_dl.trial import run_trial
 
     journal = os.path.join(spool.journal_dir(), f"{run_id}.jsonl")
     if os.path.exists(journal):
         spool.replay(journal)
-    client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
+    run = runs.existing_run(run_id)
     family = run.data.tags.get(runs.FAMILY_TAG)
     backup = run.data.tags.get(runs.BACKUP_TAG)
     if run.info.status == "FINISHED":
@@ -83,6 +79,8 @@ def resume(run_id: str):
     fraction = float(run.data.params.get("data.train_fraction", "1"))
     if fraction < 1:
         splits = subsample_train(splits, fraction, spec.data.seed)
+    from mlflow_dl.trial import run_trial  # tensorflow: only once the run is known to be resumable
+
     previous = os.environ.get("MLFLOW_RUN_ID")
     os.environ["MLFLOW_RUN_ID"] = run_id  # runs.start_run continues this run, as under `mlflow run`
     try:

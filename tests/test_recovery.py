@@ -96,3 +96,16 @@ def test_reap_kills_only_runs_without_a_recent_heartbeat(tmp_path):
     bad = subprocess.run(mlflow_dl_cli() + ["reap", "--older-than", "soon"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "older_than='soon'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["resume", "diagnose"])
+def test_an_unknown_run_id_is_one_line_exit_2(command, capsys, tracking_store):
+    from mlflow_dl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "0123456789abcdef0123456789abcdef"])
+    err = capsys.readouterr().err  # (MLflow's own INFO lines about creating the fresh store come first)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "run_id='0123456789abcdef0123456789abcdef' is not a run of the tracking store" in errors[0]
+    assert all_runs() == []

@@ -168,10 +168,12 @@ def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
 
 
 def test_diagnose_names_a_run_without_predictions(capsys):
+    with mlflow.start_run() as run:  # a run, but not a time-series one
+        pass
     with pytest.raises(SystemExit) as exit_info:
-        main(["diagnose", "0123456789abcdef"])
+        main(["diagnose", run.info.run_id])
     assert exit_info.value.code == 2
-    assert "run_id='0123456789abcdef' has no predictions/test.csv" in capsys.readouterr().err
+    assert f"run_id='{run.info.run_id}' has no predictions/test.csv" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -59,6 +59,19 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
 
 
+def existing_run(run_id: str):
+    """The run `run_id` names, or a ConfigError (one line, exit 2) when this tracking store has none."""
+    from mlflow_dl.errors import ConfigError
+
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise ConfigError(f"run_id={run_id!r} is not a run of the tracking store at "
+                          f"{redact(mlflow.get_tracking_uri())}; expected the id of an existing run") from None
+
+
 def log_dataset(dataset, context: str = "training", attempts: int = 3) -> None:
     """mlflow.log_input, tried again when another run wrote the same dataset meanwhile.
 
