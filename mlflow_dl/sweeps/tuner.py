@@ -194,7 +194,7 @@ class _Bridge:
         elif status != "COMPLETED":
             last = (trial.message or "").strip().splitlines()
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
-        if tracker is not None and hasattr(tracker, "_logger"):  # fit began: what it queued goes first
+        if tracker is not None:  # what its fit queued goes first
             tracker.delivered()
         self.client.set_tag(self.child_id, STATUS_TAG, status.lower())
         runs.end_run(self.child_id, error)

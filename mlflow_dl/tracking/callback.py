@@ -86,6 +86,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.family = family
         self.run_id: str | None = None
         self.model_info = None
+        self._logger: BackgroundLogger | None = None  # from on_train_begin
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -180,8 +181,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def delivered(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
         """Wait until every record of this fit is on the server: an owner that ends the run
-        itself calls this first, so no run ends while its metrics are still queued."""
-        return self._logger.flush(timeout=timeout)
+        itself calls this first, so no run ends while its metrics are still queued.
+        True at once when fit never began (nothing was queued)."""
+        return self._logger is None or self._logger.flush(timeout=timeout)
 
     def _handle_signals(self) -> None:
         """SIGTERM / Ctrl-C during fit: flush the journal, end the run KILLED, then interrupt."""
