@@ -109,3 +109,24 @@ def test_an_unknown_run_id_is_one_line_exit_2(command, capsys, tracking_store):
     assert exit_info.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert "run_id='0123456789abcdef0123456789abcdef' is not a run of the tracking store" in errors[0]
     assert all_runs() == []
+
+
+def test_ctrl_c_while_a_run_is_being_started_ends_it_killed(monkeypatch, tracking_store):
+    """A Ctrl-C between MLflow creating a run and handing it back must not leave it RUNNING."""
+    import signal
+
+    from mlflow_dl.tracking import runs
+
+    real_start_run = mlflow.start_run
+
+    def start_run_then_ctrl_c(*args, **kwargs):  # the real MLflow call, then the user's Ctrl-C
+        run = real_start_run(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", start_run_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with runs.tracked_run("train"):
+            pytest.fail("the body must not run after a Ctrl-C")
+    (run,) = all_runs()
+    assert run.info.status == "KILLED"

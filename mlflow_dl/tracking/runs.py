@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 
 import mlflow
@@ -155,11 +157,36 @@ def end_run(run_id: str, error: BaseException | None = None) -> None:
         client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
 
 
+def _hold_ctrl_c():
+    """Note Ctrl-C instead of raising it until the returned release(), which then raises it.
+
+    Starting a run is several calls to MLflow: a Ctrl-C between them would leave the run
+    RUNNING with nobody to end it. Main thread only, where Python runs signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
+
+    def release():
+        signal.signal(signal.SIGINT, previous)
+        if pending and callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+
+    return release
+
+
 @contextlib.contextmanager
 def tracked_run(family: str, **kwargs):
     """`with tracked_run("train") as run:`; never leaves the run RUNNING."""
-    run = start_run(family, **kwargs)
+    release = _hold_ctrl_c()
     try:
+        run = start_run(family, **kwargs)
+    except BaseException:
+        release()
+        raise
+    try:
+        release()  # a Ctrl-C held while the run started is raised here, and ends it KILLED
         yield run
     except BaseException as exc:
         end_run(run.info.run_id, exc)
