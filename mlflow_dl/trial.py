@@ -123,8 +123,11 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
     # y None: x yields (input, target) batches itself (a keras PyDataset of windows)
     train = (splits.x_train,) if splits.y_train is None else (splits.x_train, splits.y_train)
     val = splits.x_val if splits.y_val is None else (splits.x_val, splits.y_val)
-    model.fit(*train, validation_data=val,
-              epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
+    try:
+        model.fit(*train, validation_data=val,
+                  epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
+    finally:
+        tracker.release_signals()
     return tracker
 
 

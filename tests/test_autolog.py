@@ -84,3 +84,20 @@ def test_callback_by_hand_without_autolog_and_failed_fit_is_not_left_running():
     finally:
         mlflow_dl.autolog(disable=True)
     assert [r.info.status for r in all_runs() if r.info.status == "RUNNING"] == []
+
+
+def test_a_fit_that_raises_gives_ctrl_c_back_and_ends_its_run_failed(autologged):
+    """Keras skips on_train_end when fit raises: Ctrl-C must not stay routed to the finished callback."""
+    import signal
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("boom")
+
+    before = signal.getsignal(signal.SIGINT)
+    x, y = user_data()
+    with pytest.raises(RuntimeError, match="boom"):
+        user_model().fit(x, y, validation_split=0.25, epochs=2, verbose=0, callbacks=[Boom()])
+    assert signal.getsignal(signal.SIGINT) is before
+    (run,) = all_runs()
+    assert run.info.status == "FAILED"

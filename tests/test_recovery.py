@@ -125,8 +125,12 @@ def test_ctrl_c_while_a_run_is_being_started_ends_it_killed(monkeypatch, trackin
         return run
 
     monkeypatch.setattr(mlflow, "start_run", start_run_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        with runs.tracked_run("train"):
-            pytest.fail("the body must not run after a Ctrl-C")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C, whatever ran before
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with runs.tracked_run("train"):
+                pytest.fail("the body must not run after a Ctrl-C")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     (run,) = all_runs()
     assert run.info.status == "KILLED"

@@ -176,7 +176,10 @@ class _Bridge:
         if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
             kwargs.pop("batch_size", None)
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
-        return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+        try:
+            return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+        finally:
+            self.tracker.release_signals()
 
     def abort(self, error: BaseException) -> None:
         """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""

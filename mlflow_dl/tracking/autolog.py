@@ -43,5 +43,7 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
             if getattr(tracker, "_owns_run", False) and tracker.run_id:
                 runs.end_run(tracker.run_id, exc)
             raise
+        finally:
+            tracker.release_signals()
 
     keras.Model.fit = fit

@@ -87,6 +87,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.run_id: str | None = None
         self.model_info = None
         self._logger: BackgroundLogger | None = None  # from on_train_begin
+        self._old_handlers: dict = {}  # signal -> the handler it had before fit
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -192,7 +193,12 @@ class MlflowCallback(keras.callbacks.Callback):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
-    def _restore_signals(self) -> None:
+    def release_signals(self) -> None:
+        """Give SIGTERM and Ctrl-C back to the handlers they had before fit.
+
+        on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
+        calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
+        """
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers = {}
@@ -203,7 +209,7 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
-        self._restore_signals()
+        self.release_signals()
         self._drop_staged_files()
         interrupt = KeyboardInterrupt(signal.Signals(signum).name)
         self._logger.flush(timeout=FLUSH_TIMEOUT)
@@ -216,7 +222,7 @@ class MlflowCallback(keras.callbacks.Callback):
         raise interrupt  # a run someone else owns (run_trial) is ended KILLED by its owner
 
     def on_train_end(self, logs=None):
-        self._restore_signals()
+        self.release_signals()
         if self.offline or not self._logger.flush(timeout=FLUSH_TIMEOUT):
             self._end_through_journal()
             return
