@@ -127,7 +127,7 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
         model.fit(*train, validation_data=val,
                   epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
     finally:
-        tracker.release_signals()
+        tracker.release()
     return tracker
 
 

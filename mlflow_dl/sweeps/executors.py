@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from mlflow_dl.sweeps import heap
+from mlflow_dl import heap
 
 _worker: dict = {}
 

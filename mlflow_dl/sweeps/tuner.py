@@ -31,7 +31,8 @@ from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.families import tune as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.sweeps import compare, heap
+from mlflow_dl import heap
+from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.trials import Axis
 from mlflow_dl.tracking import plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
@@ -179,7 +180,7 @@ class _Bridge:
         try:
             return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
         finally:
-            self.tracker.release_signals()
+            self.tracker.release()
 
     def abort(self, error: BaseException) -> None:
         """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""

@@ -44,6 +44,6 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
                 runs.end_run(tracker.run_id, exc)
             raise
         finally:
-            tracker.release_signals()
+            tracker.release()
 
     keras.Model.fit = fit

@@ -10,6 +10,7 @@ curves and the model's Keras file.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 
+from mlflow_dl import heap
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import model_logging, plots, runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
@@ -88,9 +90,13 @@ class MlflowCallback(keras.callbacks.Callback):
         self.model_info = None
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
+        self._froze_heap = False  # whether fit froze the heap (heap.hold), to unfreeze after it
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
+        # what this process has loaded (TensorFlow, MLflow, pandas) stays out of the full collections
+        # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
+        self._froze_heap = heap.hold()
         active = mlflow.active_run()
         self._owns_run = active is None
         uri = mlflow.get_tracking_uri()
@@ -193,12 +199,18 @@ class MlflowCallback(keras.callbacks.Callback):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
-    def release_signals(self) -> None:
-        """Give SIGTERM and Ctrl-C back to the handlers they had before fit.
+    def release(self) -> None:
+        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen.
 
         on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
         calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
         """
+        self._restore_signals()
+        if self._froze_heap:
+            gc.unfreeze()
+            self._froze_heap = False
+
+    def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers = {}
@@ -209,7 +221,7 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
-        self.release_signals()
+        self.release()
         self._drop_staged_files()
         interrupt = KeyboardInterrupt(signal.Signals(signum).name)
         self._logger.flush(timeout=FLUSH_TIMEOUT)
@@ -222,7 +234,13 @@ class MlflowCallback(keras.callbacks.Callback):
         raise interrupt  # a run someone else owns (run_trial) is ended KILLED by its owner
 
     def on_train_end(self, logs=None):
-        self.release_signals()
+        self._restore_signals()
+        try:
+            self._end_fit()
+        finally:
+            self.release()  # the heap stays frozen through the end's figures and uploads
+
+    def _end_fit(self) -> None:
         if self.offline or not self._logger.flush(timeout=FLUSH_TIMEOUT):
             self._end_through_journal()
             return
