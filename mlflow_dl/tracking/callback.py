@@ -25,7 +25,6 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
 
 from mlflow_dl import heap
 from mlflow_dl.data.preprocessing import Preprocessing
@@ -241,54 +240,63 @@ class MlflowCallback(keras.callbacks.Callback):
             self.release()  # the heap stays frozen through the end's figures and uploads
 
     def _end_fit(self) -> None:
-        if self.offline or not self._logger.flush(timeout=FLUSH_TIMEOUT):
-            self._end_through_journal()
-            return
-        # uploads that need nothing more from the model run beside the model logging
+        """Summary, curves, checkpoint and the servable model; the run ended if this callback owns it.
+
+        The summary goes out with the last epochs' batch, and the files are written while that
+        batch travels; whether the server took it decides where they go: uploaded (the model
+        finished in the meantime), or into the journal for `mlflow-dl sync` when the server is away.
+        """
+        logger = self._logger
+        summary = self.summary()
+        if summary:
+            logger.log_metrics(summary, step=0)
         with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
                 tempfile.TemporaryDirectory() as tmp:
-            jobs = [side.submit(self._log_summary_and_curves),
-                    self._architecture or side.submit(self._log_architecture)]
-            if self.diverged_at is None and self.best_weights is not None:
-                model_path = self._save_checkpoint(tmp, side, jobs)
+            online = side.submit(lambda: not self.offline and logger.flush(timeout=FLUSH_TIMEOUT))
+            curves = side.submit(self._render_curves, tmp) if self.history else None
+            files = self._save_checkpoint(tmp) if self.diverged_at is None and self.best_weights is not None else None
+            if not online.result():
+                self._end_through_journal(curves and curves.result(), files and files[0])
+                return
+            jobs = [self._architecture or side.submit(self._log_architecture)]
+            if curves is not None:
+                jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
+            if files is not None:
+                jobs.append(side.submit(self._client.log_artifact, self.run_id, files[0], "checkpoints"))
                 if self._staged is not None:
-                    self._log_pyfunc(model_path)
+                    self._log_pyfunc(files[1])
             elif self._staged is not None:
                 jobs.append(side.submit(model_logging.discard, self._staged.result()))
             for job in jobs:
                 job.result()
         if self.diverged_at is not None:
-            self._client.set_tag(self.run_id, runs.ERROR_TAG,
-                                 f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}")
+            self._client.set_tag(self.run_id, runs.ERROR_TAG, self._diverged_reason())
             if self._owns_run:
                 runs.end_run(self.run_id, error=RuntimeError("training diverged"))
         elif self._owns_run:
             runs.end_run(self.run_id)
-        self._logger.journal.close()
+        logger.journal.close()
 
-    def _end_through_journal(self) -> None:
-        """The server is away: summary, curves, checkpoint and the run's end go to the journal.
+    def _diverged_reason(self) -> str:
+        return f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}"
+
+    def _end_through_journal(self, curves: str | None, checkpoint: str | None) -> None:
+        """The server is away: curves, checkpoint and the run's end go to the journal.
 
         The pyfunc model needs the server (it is logged with the run's model id), so it is
         skipped, with a tag saying so; the checkpoint holds the same weights.
         """
         logger = self._logger
         self._drop_staged_files()
-        logger.log_metrics(self.summary(), step=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            if self.history:
-                fig = plots.learning_curves(self.history, self.best_epoch)
-                fig.savefig(os.path.join(tmp, "learning_curves.png"))
-                plots.close(fig)
-                logger.log_artifact(os.path.join(tmp, "learning_curves.png"), "plots")
-            if self.diverged_at is None and self.best_weights is not None:
-                logger.log_artifact(self._save_checkpoint(tmp, None, None, upload=False), "checkpoints")
-                if self.log_model:
-                    logger.set_tags({"mlflow_dl.model_skipped": "tracking server unreachable at the end of fit; "
-                                                                "the weights are in checkpoints/best.keras"})
+        if curves is not None:
+            logger.log_artifact(curves, "plots")
+        if checkpoint is not None:
+            logger.log_artifact(checkpoint, "checkpoints")
+            if self.log_model:
+                logger.set_tags({"mlflow_dl.model_skipped": "tracking server unreachable at the end of fit; "
+                                                            "the weights are in checkpoints/best.keras"})
         if self.diverged_at is not None:
-            logger.set_tags({runs.ERROR_TAG: f"TrainingError: loss became {self.history['loss'][-1]} "
-                                             f"at epoch {self.diverged_at}"})
+            logger.set_tags({runs.ERROR_TAG: self._diverged_reason()})
         if self._owns_run:
             logger.end("FAILED" if self.diverged_at is not None else "FINISHED")
         if logger.flush(timeout=FLUSH_TIMEOUT):
@@ -296,13 +304,12 @@ class MlflowCallback(keras.callbacks.Callback):
         else:
             logger.journal.flush()
 
-    def _log_summary_and_curves(self) -> None:
-        now = int(time.time() * 1000)
-        self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in self.summary().items()])
-        if self.history:
-            fig = plots.learning_curves(self.history, self.best_epoch)
-            self._client.log_figure(self.run_id, fig, "plots/learning_curves.png")
-            plots.close(fig)
+    def _render_curves(self, tmp: str) -> str:
+        path = os.path.join(tmp, "learning_curves.png")
+        fig = plots.learning_curves(self.history, self.best_epoch)
+        fig.savefig(path)
+        plots.close(fig)
+        return path
 
     def _log_architecture(self) -> None:
         """model.summary() as model_summary.txt; the graph as plots/model.png where pydot and graphviz are."""
@@ -321,23 +328,19 @@ class MlflowCallback(keras.callbacks.Callback):
                 return
             self._client.log_artifact(self.run_id, path, "plots")
 
-    def _save_checkpoint(self, tmp: str, side, jobs, upload: bool = True) -> str:
-        """Write checkpoints/best.keras (uploaded beside); return the file the logged model uses."""
+    def _save_checkpoint(self, tmp: str) -> tuple[str, str]:
+        """Write best.keras; return it and the file the logged model uses (the final weights
+        when restore_best_weights is off). The model keeps the weights fit ended with."""
         final = None if self.restore_best_weights else self.model.get_weights()
         self.model.set_weights(self.best_weights)
         best_path = os.path.join(tmp, "best.keras")
         self.model.save(best_path)
-        if not upload:
-            if final is not None:
-                self.model.set_weights(final)
-            return best_path
-        jobs.append(side.submit(self._client.log_artifact, self.run_id, best_path, "checkpoints"))
         if final is None:
-            return best_path
+            return best_path, best_path
         self.model.set_weights(final)
         final_path = os.path.join(tmp, "final.keras")
         self.model.save(final_path)
-        return final_path
+        return best_path, final_path
 
     def _serving(self):
         """The preprocessing the served model applies, an input example and the signature of the
