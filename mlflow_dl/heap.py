@@ -13,26 +13,28 @@ import gc
 
 
 def freeze() -> None:
-    """Collect once, then move every object alive now out of the collector's reach."""
+    """For a process that only runs trials (a worker): collect once, then move every object alive
+    now out of the collector's reach for good."""
     gc.collect()
     gc.freeze()
 
 
-@contextlib.contextmanager
-def frozen():
-    """freeze() for the block; unfrozen afterwards, so the caller's process is as it was."""
-    freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def hold() -> bool:
-    """For one fit: freeze what is alive now, without collecting first (gc.freeze alone costs
-    nothing), unless the heap is frozen already (a sweep or a worker froze it). True when this
-    call froze it: the caller then unfreezes it after the fit."""
+    """Freeze what is alive now, without collecting first (gc.freeze alone costs nothing; a full
+    collection first would cost what freezing saves), unless the heap is frozen already (by a
+    sweep, a search or a worker). True when this call froze it: the caller then unfreezes it."""
     if gc.get_freeze_count():
         return False
     gc.freeze()
     return True
+
+
+@contextlib.contextmanager
+def frozen():
+    """hold() for the block (a sweep, a search); unfrozen afterwards, so the caller's process is as it was."""
+    froze = hold()
+    try:
+        yield
+    finally:
+        if froze:
+            gc.unfreeze()

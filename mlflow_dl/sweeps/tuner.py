@@ -124,6 +124,8 @@ class _Bridge:
         self.tracker: MlflowCallback | None = None
         self.client = mlflow.MlflowClient()
         self._dataset = None  # the MLflow dataset input, built (digest computed) once per search
+        self.resumed = False  # the parent existed before this process: a trial may have a child already
+        self._begun: set[str] = set()  # trial ids this process began (keras-tuner may run one again)
 
     def build(self, hp) -> keras.Model:
         spec = self.spec_for(self.base, space_module.declare(hp, self.space))
@@ -148,12 +150,14 @@ class _Bridge:
 
         values = trial.hyperparameters.values
         searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-        self._forget_earlier_attempt(trial.trial_id)
+        if self.resumed or trial.trial_id in self._begun:
+            self._forget_earlier_attempt(trial.trial_id)
+        self._begun.add(trial.trial_id)
         tags = {SEARCH_TAG: self.search_id, TRIAL_TAG: trial.trial_id,
                 "tuner/tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "tuner0"),
                 **{k: str(values[k]) for k in HYPERBAND_TAGS if k in values}}
         run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
-                             tags=tags)
+                             tags=tags, parent_experiment_id=self.experiment_id)
         self.child_id, self.tracker = run.info.run_id, None
         spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
@@ -390,6 +394,7 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
         # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now
         oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
         bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
+        bridge.resumed = True
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
     run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
@@ -402,7 +407,8 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
         mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = _Bridge(run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
+        bridge = _Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model)
+        bridge.resumed = parent is not None
         result = _search(bridge, role, tuner, max_trials, epochs, directory)
     except BaseException as exc:
         runs.end_run(run_id, exc)
