@@ -4,7 +4,11 @@ Arms, each on its own fresh SQLite store, repeated and interleaved:
   loop     a shell-style loop of `mlflow run . -e train --env-manager local -P l1=...` (one process per trial)
   inline   `mlflow-dl sweep regularization` in one process
   workers  the same with --workers 2
-Also reports the sweep's own overhead: wall time minus the sum of the trials' fit_seconds.
+Also reports the sweep's own overhead, the time beyond the sum of the trials' fit_seconds, two ways:
+the command's whole wall time (Python start, imports and a fresh store's schema included), and the
+parent run's wall time (the sweep proper, from the parent's start to its end).
+And the ceiling any 2-process executor has on this machine: one process fitting the sweep's model
+K times alone, against two such processes at once (plain Keras, no MLflow).
 Last line: loop time / inline time.
 
     python bench/sweep_throughput.py [--repeats 3] [--epochs 10]
@@ -49,7 +53,48 @@ def loop_arm(cwd, epochs) -> float:
     return total
 
 
-def sweep_arm(cwd, epochs, workers) -> tuple[float, float]:
+def fit_loop(fits: int, epochs: int, start_at: float) -> float:
+    """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, one TF thread."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    from mlflow_dl.config import DataSpec, ModelSpec
+    from mlflow_dl.data.datasets import load_dataset
+    from mlflow_dl.data.split import split_and_scale
+    from mlflow_dl.models.mlp import build_mlp
+
+    splits = split_and_scale(load_dataset("breast_cancer"), DataSpec("breast_cancer"))
+    time.sleep(max(0.0, start_at - time.time()))
+    started = time.perf_counter()
+    for i in range(fits):
+        keras.utils.set_random_seed(i)
+        model = build_mlp(ModelSpec(), splits.x_train.shape[1], "binary", 2, 1e-3)
+        model.fit(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), epochs=epochs,
+                  batch_size=32, verbose=0)
+        keras.backend.clear_session(free_memory=False)
+    return time.perf_counter() - started
+
+
+def parallel_ceiling(fits: int, epochs: int) -> float:
+    """2 x (one process's fits alone) / (two processes' same fits at once): what 2 workers can gain at best."""
+    def launch(n, start_at):
+        return [subprocess.Popen([sys.executable, __file__, "--fit-loop", str(fits), "--epochs", str(epochs),
+                                  "--start-at", str(start_at)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True) for _ in range(n)]
+
+    def seconds(procs):
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    (alone,) = seconds(launch(1, time.time() + 15))
+    together = seconds(launch(2, time.time() + 20))  # both start fitting at once, after their imports
+    return 2 * alone / max(together)
+
+
+def sweep_arm(cwd, epochs, workers) -> tuple[float, float, float]:
     wall = run([*cli(), "sweep", "regularization", "--kind", "both", "--strengths", ",".join(map(str, STRENGTHS)),
                 "--epochs", str(epochs), "--patience", "none", "--workers", str(workers)], cwd)
     import mlflow
@@ -57,31 +102,41 @@ def sweep_arm(cwd, epochs, workers) -> tuple[float, float]:
     client = mlflow.MlflowClient(f"sqlite:///{cwd}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=100)
     fits = sum(r.data.metrics.get("fit_seconds", 0.0) for r in runs if "mlflow.parentRunId" in r.data.tags)
-    return wall, fits
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return wall, fits, (parent.info.end_time - parent.info.start_time) / 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fit-loop", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fit_loop:
+        print(fit_loop(args.fit_loop, args.epochs, args.start_at))
+        return
     times = {"loop": [], "inline": [], "workers": []}
-    overhead = []
+    overhead, in_parent = [], []
     for rep in range(args.repeats):
         for arm in times:
             with tempfile.TemporaryDirectory() as cwd:
                 if arm == "loop":
                     times[arm].append(loop_arm(cwd, args.epochs))
                 else:
-                    wall, fits = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2)
+                    wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2)
                     times[arm].append(wall)
                     if arm == "inline":
                         overhead.append((wall - fits) / fits)
+                        in_parent.append((parent - fits) / fits)
             print(f"rep {rep + 1} {arm}: {times[arm][-1]:.1f}s", flush=True)
+    ceiling = parallel_ceiling(6, args.epochs)
     med = {arm: statistics.median(v) for arm, v in times.items()}
     print(f"workers=2 speed-up over inline: {med['inline'] / med['workers']:.2f}x "
-          f"({med['workers']:.1f}s vs {med['inline']:.1f}s)")
-    print(f"inline sweep overhead beyond the trials' fit time: {100 * statistics.median(overhead):.0f}%")
+          f"({med['workers']:.1f}s vs {med['inline']:.1f}s); ceiling on this machine: {ceiling:.2f}x "
+          "(two plain Keras fit loops at once vs one alone)")
+    print(f"inline sweep overhead beyond the trials' fit time: {100 * statistics.median(in_parent):.0f}% "
+          f"of the parent run's time, {100 * statistics.median(overhead):.0f}% of the command's")
     print(f"sweep_throughput ratio={med['loop'] / med['inline']:.2f} "
           f"(loop {med['loop']:.1f}s / inline {med['inline']:.1f}s, median of {args.repeats})")
 

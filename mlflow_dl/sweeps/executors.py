@@ -125,17 +125,30 @@ def ray(trials, data_spec, family, parent_run_id, on_result):
     return results
 
 
-def processes(trials, data_spec, family, parent_run_id, on_result, workers: int):
-    """N spawned workers, each importing tensorflow once and taking many trials."""
+def _ready() -> None:
+    """A no-op task: submitting one per worker starts them all at once (the pool spawns on demand)."""
+
+
+def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
+    """N spawned workers, each importing tensorflow once and taking many trials; started now, so
+    their start (a new interpreter, tensorflow, the data: ~4 s each) overlaps the parent run's."""
     import multiprocessing
 
     import mlflow
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(mlflow.get_tracking_uri(), data_spec, threads, family))
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
+def processes(pool: ProcessPoolExecutor, trials, family, parent_run_id, on_result):
+    """The trials on `start_workers`' pool, results as they finish; the pool is shut down on the
+    way out (after the running trials end, Ctrl-C included)."""
     results = [None] * len(trials)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(mlflow.get_tracking_uri(), data_spec, threads, family)) as pool:
+    with pool:
         futures = {pool.submit(_run_in_worker, t, family, parent_run_id): i for i, t in enumerate(trials)}
         try:
             for future in as_completed(futures):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import sys
@@ -106,55 +107,63 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
         trials = module.bind(trials, ds, splits)
     _warn_sqlite_workers(workers)
+    pool = None
     if executor == "ray":
         executors.connect_ray(ray_address)
+    elif executor == "processes":
+        pool = executors.start_workers(base.data, family, workers)
+    else:
+        importlib.import_module("mlflow_dl.trial")  # tensorflow, before the parent run: not the sweep's own time
+    try:
+        with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
+            parent_id = parent.info.run_id
+            mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
+                               **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
+            results: list = [None] * len(trials)
+            bar = Progress(len(trials), echo=echo) if progress else None
 
-    with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
-        parent_id = parent.info.run_id
-        mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
-                           **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
-        results: list = [None] * len(trials)
-        bar = Progress(len(trials), echo=echo) if progress else None
+            def on_result(i, result):
+                results[i] = result
+                if bar:
+                    bar.update(trials[i].name, result)
 
-        def on_result(i, result):
-            results[i] = result
-            if bar:
-                bar.update(trials[i].name, result)
-
-        interrupted = None
-        try:
-            if executor == "ray":
-                executors.ray(trials, base.data, family, parent_id, on_result)
-            elif executor == "inline":
-                executors.inline(trials, ds, splits, family, parent_id, on_result)
-            else:
-                executors.processes(trials, base.data, family, parent_id, on_result, workers)
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-        done = [(t, r) for t, r in zip(trials, results) if r is not None]
-        table = compare.results_table([t for t, _ in done], [r for _, r in done])
-        finished = table[table["status"] == "FINISHED"] if len(table) else table
-        best_run_id = None
-        if len(finished):
-            best_run_id = finished.loc[finished["best_val_loss"].idxmin(), "run_id"]
-            mlflow.set_tag("best_run_id", best_run_id)
-        mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
-        if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
-            table = module.rank_table(table, ds, splits, trials)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "results.csv")
-            table.to_csv(path, index=False)
-            mlflow.log_artifact(path)
-        if len(finished):
-            figures, knee_value = compare.comparison_figures(
-                table, {t.name: r.history for t, r in done}, module.AXIS)
-            for artifact, fig in figures.items():
-                mlflow.log_figure(fig, artifact)
-                plots.close(fig)
-            if knee_value is not None:
-                mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
-        if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
-            module.log_parent(ds, splits, trials)
-        if interrupted is not None:
-            raise interrupted
+            interrupted = None
+            try:
+                if executor == "ray":
+                    executors.ray(trials, base.data, family, parent_id, on_result)
+                elif executor == "inline":
+                    executors.inline(trials, ds, splits, family, parent_id, on_result)
+                else:
+                    executors.processes(pool, trials, family, parent_id, on_result)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+            done = [(t, r) for t, r in zip(trials, results) if r is not None]
+            table = compare.results_table([t for t, _ in done], [r for _, r in done])
+            finished = table[table["status"] == "FINISHED"] if len(table) else table
+            best_run_id = None
+            if len(finished):
+                best_run_id = finished.loc[finished["best_val_loss"].idxmin(), "run_id"]
+                mlflow.set_tag("best_run_id", best_run_id)
+            mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
+            if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
+                table = module.rank_table(table, ds, splits, trials)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "results.csv")
+                table.to_csv(path, index=False)
+                mlflow.log_artifact(path)
+            if len(finished):
+                figures, knee_value = compare.comparison_figures(
+                    table, {t.name: r.history for t, r in done}, module.AXIS)
+                for artifact, fig in figures.items():
+                    mlflow.log_figure(fig, artifact)
+                    plots.close(fig)
+                if knee_value is not None:
+                    mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
+            if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
+                module.log_parent(ds, splits, trials)
+            if interrupted is not None:
+                raise interrupted
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)  # a no-op once processes() shut it; else the workers go
     return SweepResult(parent_run_id=parent_id, table=table, best_run_id=best_run_id)
