@@ -11,30 +11,45 @@ from __future__ import annotations
 import contextlib
 import gc
 
+# whether this module froze the heap; gc.get_freeze_count() would tell too, but it walks every
+# frozen object (~40 ms with TensorFlow loaded), once per fit
+_frozen = False
+
 
 def freeze() -> None:
     """For a process that only runs trials (a worker): collect once, then move every object alive
     now out of the collector's reach for good."""
+    global _frozen
     gc.collect()
     gc.freeze()
+    _frozen = True
 
 
 def hold() -> bool:
     """Freeze what is alive now, without collecting first (gc.freeze alone costs nothing; a full
     collection first would cost what freezing saves), unless the heap is frozen already (by a
-    sweep, a search or a worker). True when this call froze it: the caller then unfreezes it."""
-    if gc.get_freeze_count():
+    sweep, a search or a worker). True when this call froze it: the caller then calls let_go()."""
+    global _frozen
+    if _frozen:
         return False
     gc.freeze()
+    _frozen = True
     return True
+
+
+def let_go() -> None:
+    """Undo hold(): the frozen objects are the collector's again."""
+    global _frozen
+    gc.unfreeze()
+    _frozen = False
 
 
 @contextlib.contextmanager
 def frozen():
-    """hold() for the block (a sweep, a search); unfrozen afterwards, so the caller's process is as it was."""
+    """hold() for the block (a sweep, a search); let go afterwards, so the caller's process is as it was."""
     froze = hold()
     try:
         yield
     finally:
         if froze:
-            gc.unfreeze()
+            let_go()

@@ -37,14 +37,23 @@ class TrialResult:
         return self.metrics.get("best_val_loss", float("nan"))
 
 
+_last_input: tuple = (None, None)  # (dataset, its MLflow input): a sweep's trials share one data set
+
+
 def dataset_input(ds: Dataset):
-    """MLflow dataset lineage: name, digest and source of the rows used."""
+    """MLflow dataset lineage: name, digest and source of the rows used (the digest hashes
+    the rows, so it is computed once per data set, not once per trial)."""
+    global _last_input
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.sources import LocalArtifactDatasetSource
 
+    if _last_input[0] is ds:
+        return _last_input[1]
     source = (CodeDatasetSource({"loader": ds.source}) if ds.source.startswith("sklearn.")
               else LocalArtifactDatasetSource(ds.source))
-    return mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
+    dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
+    _last_input = (ds, dataset)
+    return dataset
 
 
 def test_outputs(model: keras.Model, splits: Splits) -> tuple[np.ndarray, float]:

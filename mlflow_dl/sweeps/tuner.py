@@ -123,7 +123,6 @@ class _Bridge:
         self.child_id: str | None = None
         self.tracker: MlflowCallback | None = None
         self.client = mlflow.MlflowClient()
-        self._dataset = None  # the MLflow dataset input, built (digest computed) once per search
         self.resumed = False  # the parent existed before this process: a trial may have a child already
         self._begun: set[str] = set()  # trial ids this process began (keras-tuner may run one again)
 
@@ -161,8 +160,7 @@ class _Bridge:
         self.child_id, self.tracker = run.info.run_id, None
         spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
-        self._dataset = self._dataset or dataset_input(self.ds)
-        runs.log_dataset(self._dataset)
+        runs.log_dataset(dataset_input(self.ds))
 
     def _forget_earlier_attempt(self, trial_id: str) -> None:
         """A trial keras-tuner runs again (resumed after a crash, retried) keeps one child: the last."""

@@ -10,7 +10,6 @@ curves and the model's Keras file.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import signal
@@ -206,7 +205,7 @@ class MlflowCallback(keras.callbacks.Callback):
         """
         self._restore_signals()
         if self._froze_heap:
-            gc.unfreeze()
+            heap.let_go()
             self._froze_heap = False
 
     def _restore_signals(self) -> None:
