@@ -168,7 +168,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             tracker = fit_tracked(model, splits, spec)
             fit_seconds = time.perf_counter() - started
             if tracker.diverged_at is not None:
-                raise TrainingError(f"loss became {tracker.history['loss'][-1]} at epoch {tracker.diverged_at}; "
+                raise TrainingError(f"{tracker.divergence()}; "
                                     f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
             raw, test_loss = test_outputs(model, splits)
             metrics = {**tracker.summary(), **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,

@@ -195,8 +195,7 @@ class _Bridge:
         tracker = self.tracker
         error = None
         if tracker is not None and tracker.diverged_at is not None:
-            status, error = "INVALID", TrainingError(f"loss became {tracker.history['loss'][-1]} at epoch "
-                                                     f"{tracker.diverged_at}")
+            status, error = "INVALID", TrainingError(tracker.divergence())
         elif status != "COMPLETED":
             last = (trial.message or "").strip().splitlines()
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")

@@ -269,15 +269,18 @@ class MlflowCallback(keras.callbacks.Callback):
             for job in jobs:
                 job.result()
         if self.diverged_at is not None:
-            self._client.set_tag(self.run_id, runs.ERROR_TAG, self._diverged_reason())
+            self._client.set_tag(self.run_id, runs.ERROR_TAG, f"TrainingError: {self.divergence()}")
             if self._owns_run:
                 runs.end_run(self.run_id, error=RuntimeError("training diverged"))
         elif self._owns_run:
             runs.end_run(self.run_id)
         logger.journal.close()
 
-    def _diverged_reason(self) -> str:
-        return f"TrainingError: loss became {self.history['loss'][-1]} at epoch {self.diverged_at}"
+    def divergence(self) -> str | None:
+        """How the training loss diverged ("loss became nan at epoch 3"), or None when it did not."""
+        if self.diverged_at is None:
+            return None
+        return f"loss became {self.history['loss'][-1]} at epoch {self.diverged_at}"
 
     def _end_through_journal(self, curves: str | None, checkpoint: str | None) -> None:
         """The server is away: curves, checkpoint and the run's end go to the journal.
@@ -295,7 +298,7 @@ class MlflowCallback(keras.callbacks.Callback):
                 logger.set_tags({"mlflow_dl.model_skipped": "tracking server unreachable at the end of fit; "
                                                             "the weights are in checkpoints/best.keras"})
         if self.diverged_at is not None:
-            logger.set_tags({runs.ERROR_TAG: self._diverged_reason()})
+            logger.set_tags({runs.ERROR_TAG: f"TrainingError: {self.divergence()}"})
         if self._owns_run:
             logger.end("FAILED" if self.diverged_at is not None else "FINISHED")
         if logger.flush(timeout=FLUSH_TIMEOUT):
