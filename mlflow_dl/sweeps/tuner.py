@@ -27,11 +27,11 @@ import keras_tuner as kt
 import mlflow
 import pandas as pd
 
+from mlflow_dl import heap
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.families import tune as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl import heap
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.trials import Axis
 from mlflow_dl.tracking import plots, runs
@@ -116,14 +116,15 @@ class _Bridge:
     """What the tuner's hooks share while one trial runs: its child run and its callback."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
-                 echo, model: str = "mlp"):
+                 echo, model: str = "mlp", resumed: bool = False):
+        """`resumed`: the parent existed before this process, so a trial may have a child already."""
         self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
         self.base, self.space, self.ds, self.splits, self.echo, self.model = base, space, ds, splits, echo, model
         self.spec_for = space_module.SPECS[model]
         self.child_id: str | None = None
         self.tracker: MlflowCallback | None = None
         self.client = mlflow.MlflowClient()
-        self.resumed = False  # the parent existed before this process: a trial may have a child already
+        self.resumed = resumed
         self._begun: set[str] = set()  # trial ids this process began (keras-tuner may run one again)
 
     def build(self, hp) -> keras.Model:
@@ -390,8 +391,8 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
 
         # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now
         oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
-        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model)
-        bridge.resumed = True
+        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                         resumed=True)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
     run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
@@ -404,8 +405,8 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
         mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = _Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model)
-        bridge.resumed = parent is not None
+        bridge = _Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                         resumed=parent is not None)
         result = _search(bridge, role, tuner, max_trials, epochs, directory)
     except BaseException as exc:
         runs.end_run(run_id, exc)
