@@ -1,5 +1,7 @@
 """autolog() and the hand-passed MlflowCallback on a user's own Keras code."""
 
+import signal
+
 import keras
 import mlflow
 import numpy as np
@@ -95,7 +97,6 @@ def test_a_fit_that_raises_gives_ctrl_c_back_and_ends_its_run_failed(autologged)
     """Keras skips on_train_end when fit raises: Ctrl-C must not stay routed to the finished callback,
     and the heap frozen for the fit is unfrozen."""
     import gc
-    import signal
 
     class Boom(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -109,3 +110,59 @@ def test_a_fit_that_raises_gives_ctrl_c_back_and_ends_its_run_failed(autologged)
     assert gc.get_freeze_count() == 0
     (run,) = all_runs()
     assert run.info.status == "FAILED"
+
+
+class CtrlCAt(keras.callbacks.Callback):
+    """The user's Ctrl-C in the middle of an epoch (after its first batch), while a library is at work
+    that reports anything raised inside it as its own error (as a checkpoint write through h5py can)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == 0:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except BaseException as exc:
+                raise OSError("checkpoint write failed") from exc
+
+
+@pytest.fixture
+def python_ctrl_c():
+    """Ctrl-C handled as in a terminal, whatever this test process inherited (a CI runner may ignore it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_mid_epoch_stops_fit_and_ends_the_run_killed_with_the_whole_epochs(python_ctrl_c):
+    """The callback only notes the signal; fit stops after the batch, and the end of fit (not the
+    signal handler, which may run inside a checkpoint write) ends the run and raises KeyboardInterrupt."""
+    x, y = user_data()
+    with pytest.raises(KeyboardInterrupt):
+        user_model().fit(x, y, validation_split=0.25, epochs=5, batch_size=8, verbose=0,
+                         callbacks=[CtrlCAt(2), mlflow_dl.MlflowCallback()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    (run,) = all_runs()
+    assert run.info.status == "KILLED" and run.data.tags["mlflow_dl.error"] == "KeyboardInterrupt: SIGINT"
+    steps = sorted(m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss"))
+    assert steps == [0, 1]  # the cut epoch 2 is not logged as if it were whole
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it_during_fit():
+    """nohup or a background job: SIGINT is ignored, and the callback does not take it over."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        x, y = user_data()
+        user_model().fit(x, y, validation_split=0.25, epochs=3, batch_size=8, verbose=0,
+                         callbacks=[CtrlCAt(1), mlflow_dl.MlflowCallback()])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == 3

@@ -122,7 +122,9 @@ def test_bad_grids_one_line_exit_2_nothing_started(args, message, capsys, tracki
 def test_ctrl_c_kills_the_running_child_and_the_parent_keeps_the_table(tmp_path, tracking_store):
     proc = subprocess.Popen([*mlflow_dl_cli(), "sweep", "learning_rate", "--lrs", "0.01,0.001,0.0001",
                              "--epochs", "300", "--patience", "none", "--hidden", "8"],
-                            cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # as a terminal starts it: Ctrl-C not ignored, whatever this test process inherited
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline:
         runs = all_runs()

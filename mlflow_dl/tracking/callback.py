@@ -88,6 +88,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.model_info = None
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
+        self._interrupted: str | None = None  # the signal's name once SIGTERM / Ctrl-C came during fit
         self._froze_heap = False  # whether fit froze the heap (heap.hold), to unfreeze after it
 
     # -- during training -------------------------------------------------
@@ -95,6 +96,7 @@ class MlflowCallback(keras.callbacks.Callback):
         # what this process has loaded (TensorFlow, MLflow, pandas) stays out of the full collections
         # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
         self._froze_heap = heap.hold()
+        self._interrupted = None
         active = mlflow.active_run()
         self._owns_run = active is None
         uri = mlflow.get_tracking_uri()
@@ -149,6 +151,8 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger.log_params({k: v for k, v in params.items() if v is not None})
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._interrupted:
+            return  # the epoch was cut short at a batch: its figures are not an epoch's
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
             self.first_epoch = epoch
@@ -191,11 +195,12 @@ class MlflowCallback(keras.callbacks.Callback):
         return self._logger is None or self._logger.flush(timeout=timeout)
 
     def _handle_signals(self) -> None:
-        """SIGTERM / Ctrl-C during fit: flush the journal, end the run KILLED, then interrupt."""
+        """SIGTERM / Ctrl-C during fit stop it after the running batch; on_train_end then ends the run KILLED."""
         self._old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored (nohup, a background job) stays ignored
+                    self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def release(self) -> None:
         """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen.
@@ -219,21 +224,42 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
-        self.release()
+        """Only note the signal and ask Keras to stop at the end of the running batch.
+
+        The handler runs between any two bytecodes of the main thread: inside the journal's lock,
+        inside TensorFlow tracing the train step. Flushing or raising there can deadlock, or have
+        the interrupt turned into another error; on_train_end does both where it is safe. A second
+        signal goes to the handler fit found, for a fit that never reaches the end of its batch.
+        """
+        self._restore_signals()
+        self._interrupted = signal.Signals(signum).name
+        self.model.stop_training = True
+
+    def _end_interrupted(self) -> None:
+        """Everything logged so far delivered (or kept in the journal), the run ended KILLED if it
+        is this callback's, then the KeyboardInterrupt the signal stood for. A run someone else
+        owns (run_trial, autolog) is ended KILLED by its owner."""
+        interrupt = KeyboardInterrupt(self._interrupted)
+        logger = self._logger
         self._drop_staged_files()
-        interrupt = KeyboardInterrupt(signal.Signals(signum).name)
-        self._logger.flush(timeout=FLUSH_TIMEOUT)
-        self._logger.journal.flush()
         if self._owns_run and self.offline:
-            self._logger.end("KILLED")
-            self._logger.flush(timeout=FLUSH_TIMEOUT)
-        elif self._owns_run:
+            logger.end("KILLED")
+        delivered = logger.flush(timeout=FLUSH_TIMEOUT)
+        if self._owns_run and not self.offline and delivered:
             runs.end_run(self.run_id, error=interrupt)
-        raise interrupt  # a run someone else owns (run_trial) is ended KILLED by its owner
+        elif self._owns_run and not self.offline:  # the server went away: ended by `mlflow-dl sync`
+            logger.end("KILLED")
+        if delivered:
+            logger.journal.close()
+        else:
+            logger.journal.flush()
+        raise interrupt
 
     def on_train_end(self, logs=None):
         self._restore_signals()
         try:
+            if self._interrupted:
+                self._end_interrupted()
             self._end_fit()
         finally:
             self.release()  # the heap stays frozen through the end's figures and uploads
