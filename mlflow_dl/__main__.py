@@ -1,3 +1,3 @@
-from mlflow_dl.cli import main
+from mlflow_dl.cli import program
 
-main()
+program()

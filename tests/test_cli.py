@@ -90,3 +90,20 @@ def test_cli_subprocess_trains_into_the_default_sqlite_store(tmp_path, monkeypat
     assert exp.name == "mlflow-dl"
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.info.run_id in proc.stdout
+
+
+def test_the_program_exits_with_the_commands_code_after_the_atexit_handlers():
+    """`program()` skips the interpreter's teardown, not what Python runs at exit, nor the output."""
+    import sys
+
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('atexit handler ran', flush=True))\n"
+            "sys.argv = ['mlflow-dl', *sys.argv[1:]]\n"
+            "from mlflow_dl.cli import program\n"
+            "program()\n")
+    bad = subprocess.run([sys.executable, "-c", code, "train", "--dropout", "1.5"], capture_output=True, text=True)
+    assert (bad.returncode, bad.stderr.strip()) == (2, "error: dropout=1.5 is invalid; expected a rate in [0, 1)")
+    assert bad.stdout == "atexit handler ran\n"
+    helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: mlflow-dl")
+    assert helped.stdout.endswith("atexit handler ran\n") and "train" in helped.stdout
