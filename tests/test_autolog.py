@@ -139,13 +139,18 @@ def python_ctrl_c():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_mid_epoch_stops_fit_and_ends_the_run_killed_with_the_whole_epochs(python_ctrl_c):
-    """The callback only notes the signal; fit stops after the batch, and the end of fit (not the
-    signal handler, which may run inside a checkpoint write) ends the run and raises KeyboardInterrupt."""
+def test_ctrl_c_mid_epoch_stops_fit_and_ends_the_run_killed_with_the_whole_epochs(python_ctrl_c, tmp_path):
+    """The callback only notes the signal; fit stops after the batch, and the end of that epoch (not
+    the signal handler, which may run inside a checkpoint write) ends the run and raises
+    KeyboardInterrupt, before a BackupAndRestore after it could save the cut epoch as whole."""
+    import json
+
     x, y = user_data()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(KeyboardInterrupt):
         user_model().fit(x, y, validation_split=0.25, epochs=5, batch_size=8, verbose=0,
-                         callbacks=[CtrlCAt(2), mlflow_dl.MlflowCallback()])
+                         callbacks=[CtrlCAt(2), mlflow_dl.MlflowCallback(), backup])
+    assert json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"] == 2  # resume at 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     (run,) = all_runs()
     assert run.info.status == "KILLED" and run.data.tags["mlflow_dl.error"] == "KeyboardInterrupt: SIGINT"

@@ -151,8 +151,8 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger.log_params({k: v for k, v in params.items() if v is not None})
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._interrupted:
-            return  # the epoch was cut short at a batch: its figures are not an epoch's
+        if self._interrupted:  # cut short at a batch: not logged as a whole epoch, nor backed up after this
+            self._end_interrupted()
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
             self.first_epoch = epoch
@@ -237,22 +237,27 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _end_interrupted(self) -> None:
         """Everything logged so far delivered (or kept in the journal), the run ended KILLED if it
-        is this callback's, then the KeyboardInterrupt the signal stood for. A run someone else
-        owns (run_trial, autolog) is ended KILLED by its owner."""
+        is this callback's, then the KeyboardInterrupt the signal stood for. At the end of the cut
+        epoch (Keras stops after the batch), so that callbacks after this one (BackupAndRestore)
+        do not save it as whole, or at the end of fit. A run someone else owns (run_trial,
+        autolog) is ended KILLED by its owner."""
         interrupt = KeyboardInterrupt(self._interrupted)
         logger = self._logger
-        self._drop_staged_files()
-        if self._owns_run and self.offline:
-            logger.end("KILLED")
-        delivered = logger.flush(timeout=FLUSH_TIMEOUT)
-        if self._owns_run and not self.offline and delivered:
-            runs.end_run(self.run_id, error=interrupt)
-        elif self._owns_run and not self.offline:  # the server went away: ended by `mlflow-dl sync`
-            logger.end("KILLED")
-        if delivered:
-            logger.journal.close()
-        else:
-            logger.journal.flush()
+        try:
+            self._drop_staged_files()
+            if self._owns_run and self.offline:
+                logger.end("KILLED")
+            delivered = logger.flush(timeout=FLUSH_TIMEOUT)
+            if self._owns_run and not self.offline and delivered:
+                runs.end_run(self.run_id, error=interrupt)
+            elif self._owns_run and not self.offline:  # the server went away: ended by `mlflow-dl sync`
+                logger.end("KILLED")
+            if delivered:
+                logger.journal.close()
+            else:
+                logger.journal.flush()
+        finally:
+            self.release()
         raise interrupt
 
     def on_train_end(self, logs=None):
