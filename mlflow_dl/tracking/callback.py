@@ -195,7 +195,7 @@ class MlflowCallback(keras.callbacks.Callback):
         return self._logger is None or self._logger.flush(timeout=timeout)
 
     def _handle_signals(self) -> None:
-        """SIGTERM / Ctrl-C during fit stop it after the running batch; on_train_end then ends the run KILLED."""
+        """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED (_end_interrupted)."""
         self._old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -228,7 +228,7 @@ class MlflowCallback(keras.callbacks.Callback):
 
         The handler runs between any two bytecodes of the main thread: inside the journal's lock,
         inside TensorFlow tracing the train step. Flushing or raising there can deadlock, or have
-        the interrupt turned into another error; on_train_end does both where it is safe. A second
+        the interrupt turned into another error; _end_interrupted does both where it is safe. A second
         signal goes to the handler fit found, for a fit that never reaches the end of its batch.
         """
         self._restore_signals()
