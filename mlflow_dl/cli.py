@@ -266,7 +266,7 @@ def _sweep_command(family: str) -> click.Command:
     @data_options
     @fit_options
     @model_options
-    @click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+    @click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
     @click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]),
                   help="Where trials run (default: inline, or processes with --workers > 1); ray needs mlflow-dl[ray].")
     @click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
@@ -321,7 +321,7 @@ for _family in SWEEP_GRIDS:
 @click.option("--val-fraction", default=0.15, show_default=True, type=float)
 @click.option("--test-fraction", default=0.15, show_default=True, type=float)
 @click.option("--seed", default=42, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
 @fit_options
 def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):

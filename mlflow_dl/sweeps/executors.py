@@ -7,7 +7,8 @@ under the parent; results come back in the order the trials were given.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+from concurrent.futures import ProcessPoolExecutor
 
 from mlflow_dl import heap
 
@@ -130,33 +131,70 @@ def _ready() -> None:
 
 
 def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
-    """N spawned workers, each importing tensorflow once and taking many trials; started now, so
-    their start (a new interpreter, tensorflow, the data: ~4 s each) overlaps the parent run's."""
+    """`workers` - 1 spawned processes beside this one, each importing tensorflow once and taking many
+    trials; started now, so their start (a new interpreter, tensorflow, the data: ~4 s each) overlaps
+    the parent run's. Every process gets its share of the cores (this one too, where TensorFlow has
+    not run yet)."""
     import multiprocessing
 
     import mlflow
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker,
                                initargs=(mlflow.get_tracking_uri(), data_spec, threads, family))
-    for _ in range(workers):
+    for _ in range(workers - 1):
         pool.submit(_ready)
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow has run in this process already (a notebook): its threads stay
+        pass
     return pool
 
 
-def processes(pool: ProcessPoolExecutor, trials, family, parent_run_id, on_result):
-    """The trials on `start_workers`' pool, results as they finish; the pool is shut down on the
-    way out (after the running trials end, Ctrl-C included)."""
+def processes(pool: ProcessPoolExecutor, workers: int, trials, ds, splits, family, parent_run_id, on_result):
+    """The trials shared between this process and `start_workers`' pool: whichever is free takes the
+    next one, so no process waits while trials are left and this one is not idle. Results come as
+    they finish. Ctrl-C (or a broken worker) stops handing out trials; the running ones end first,
+    then the pool is shut down and the error raised."""
+    lock = threading.Lock()
+    todo = iter(range(len(trials)))
     results = [None] * len(trials)
-    with pool:
-        futures = {pool.submit(_run_in_worker, t, family, parent_run_id): i for i, t in enumerate(trials)}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def take():
+        with lock:
+            return None if stop.is_set() else next(todo, None)
+
+    def report(i, result):
+        with lock:
+            results[i] = result
+            on_result(i, result)
+
+    def feed():  # one thread per worker: hands it the next trial when it is free
         try:
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = future.result()
-                on_result(i, results[i])
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+            while (i := take()) is not None:
+                report(i, pool.submit(_run_in_worker, trials[i], family, parent_run_id).result())
+        except BaseException as exc:  # Ctrl-C in the worker, a worker gone: raised by this process below
+            errors.append(exc)
+            stop.set()
+
+    feeders = [threading.Thread(target=feed, name="mlflow-dl-feed", daemon=True) for _ in range(workers - 1)]
+    for feeder in feeders:
+        feeder.start()
+    with pool:
+        try:
+            with heap.frozen():
+                while (i := take()) is not None:
+                    report(i, run_one(ds, splits, trials[i], family, parent_run_id))
+        finally:
+            stop.set()
+            for feeder in feeders:
+                feeder.join()
+    if errors:
+        raise errors[0]
     return results

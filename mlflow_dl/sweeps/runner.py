@@ -74,7 +74,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
 
     The data set is loaded, split and scaled once. Bad grids fail before any run
-    starts. `executor`: inline (workers=1), processes (workers>1) or ray (tasks on the
+    starts. `executor`: inline (workers=1), processes (workers>1: this process and workers-1 local ones) or ray (tasks on the
     cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
     running child and the parent KILLED, with the table of what finished logged.
     """
@@ -112,8 +112,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
         executors.connect_ray(ray_address)
     elif executor == "processes":
         pool = executors.start_workers(base.data, family, workers)
-    else:
-        importlib.import_module("mlflow_dl.trial")  # tensorflow, before the parent run: not the sweep's own time
+    if executor != "ray":  # this process runs trials too: tensorflow before the parent run, not the sweep's own time
+        importlib.import_module("mlflow_dl.trial")
     try:
         with runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
             parent_id = parent.info.run_id
@@ -134,7 +134,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                 elif executor == "inline":
                     executors.inline(trials, ds, splits, family, parent_id, on_result)
                 else:
-                    executors.processes(pool, trials, family, parent_id, on_result)
+                    executors.processes(pool, workers, trials, ds, splits, family, parent_id, on_result)
             except KeyboardInterrupt as exc:
                 interrupted = exc
             done = [(t, r) for t, r in zip(trials, results) if r is not None]
