@@ -248,10 +248,11 @@ class MlflowCallback(keras.callbacks.Callback):
             if self._owns_run and self.offline:
                 logger.end("KILLED")
             delivered = logger.flush(timeout=FLUSH_TIMEOUT)
-            if self._owns_run and not self.offline and delivered:
-                runs.end_run(self.run_id, error=interrupt)
-            elif self._owns_run and not self.offline:  # the server went away: ended by `mlflow-dl sync`
-                logger.end("KILLED")
+            if self._owns_run and not self.offline:
+                if delivered:
+                    runs.end_run(self.run_id, error=interrupt)
+                else:  # the server went away: ended by `mlflow-dl sync`
+                    logger.end("KILLED")
             if delivered:
                 logger.journal.close()
             else:
