@@ -17,10 +17,14 @@ from mlflow_dl.errors import MlflowDLError
 
 
 def _quiet_tensorflow() -> None:
-    """Keep a terminal readable: TF's C++ logs, retracing notes and MLflow's schema hints off."""
+    """Keep a terminal readable (TF's C++ logs, retracing notes and MLflow's schema hints off), and
+    claim TensorFlow's settings for this process (tf_runtime: Grappler off unless MLFLOW_DL_GRAPPLER=on)."""
     import logging
     import warnings
 
+    from mlflow_dl import tf_runtime
+
+    tf_runtime.own_process()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)

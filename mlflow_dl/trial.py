@@ -13,6 +13,7 @@ import keras
 import mlflow
 import numpy as np
 
+from mlflow_dl import tf_runtime
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
@@ -156,6 +157,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
     With raise_errors=False (sweeps) an Exception is returned
     as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
     """
+    tf_runtime.apply_grappler_choice()
     keras.utils.set_random_seed(spec.fit.seed)
     run_id, tracker = None, None
     try:

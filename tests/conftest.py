@@ -47,6 +47,8 @@ def tracking_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
+    # unset (empty), and back to unset after the test: a CLI command run in-process claims it
+    monkeypatch.setenv("MLFLOW_DL_GRAPPLER", "")
     mlflow.set_tracking_uri(uri)
     yield uri
     leaked = mlflow.active_run()

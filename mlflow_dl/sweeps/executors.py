@@ -85,7 +85,8 @@ def connect_ray(address: str) -> None:
     if not uri.startswith(("http://", "https://")):
         raise ConfigError(f"tracking_uri={uri!r} is local to this machine; expected a tracking server "
                           "(MLFLOW_TRACKING_URI=http://HOST:PORT) that every Ray task can reach")
-    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING_")}  # server credentials
+    # server credentials, and mlflow-dl's own settings (tf_runtime) as this process has them
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_TRACKING_", "MLFLOW_DL_"))}
     try:
         ray_lib.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                      runtime_env={"env_vars": {**env, "TF_CPP_MIN_LOG_LEVEL": "2"}})

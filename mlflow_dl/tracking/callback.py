@@ -25,7 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlflow_dl import heap
+from mlflow_dl import heap, tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import model_logging, plots, runs, spool
 from mlflow_dl.tracking.logger import BackgroundLogger
@@ -96,6 +96,7 @@ class MlflowCallback(keras.callbacks.Callback):
         # what this process has loaded (TensorFlow, MLflow, pandas) stays out of the full collections
         # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
         self._froze_heap = heap.hold()
+        tf_runtime.cache_saving_skipsets()  # BackupAndRestore's save every epoch, best.keras at the end
         self._interrupted = None
         active = mlflow.active_run()
         self._owns_run = active is None
@@ -140,6 +141,7 @@ class MlflowCallback(keras.callbacks.Callback):
             "keras_version": keras.__version__,
             "tensorflow_version": _version("tensorflow"),
             "mlflow_dl_version": _version("mlflow-dl"),
+            "tensorflow_grappler": tf_runtime.grappler_state(),
             "model.total_params": self.model.count_params(),
         })
 

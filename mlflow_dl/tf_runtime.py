@@ -1,0 +1,78 @@
+"""How TensorFlow and Keras run the small models of these lessons: two settings, each measured.
+
+- Keras' saving cache (every fit): each save works out which attributes of a layer, optimizer or
+  metric to skip by building a throwaway object of that kind. Keras caches the answer under one
+  key and looks it up under another, so it never hits (keras 3.11-3.15, saving_lib.get_attr_skipset).
+  That is 8 of the 18 ms a small model's `save_weights` takes, paid by BackupAndRestore every epoch.
+- Grappler (mlflow-dl's own processes): TensorFlow's graph optimizer runs when each traced function
+  is first called and again for every tf.data iterator, which Keras makes twice an epoch (training,
+  validation). On the lesson's MLP (breast cancer, 128-64-32) it is a quarter of a 10-epoch fit
+  (1.95 s with it, 1.43 s without, same losses); on a 20,000-row 512-256 MLP and a 64-unit LSTM
+  it neither gained nor cost time measurably. So the `mlflow-dl` command (and its sweep workers,
+  Ray tasks and `mlflow run` entry points) turn it off; `MLFLOW_DL_GRAPPLER=on` keeps it. A user's
+  own process (the Python API, autolog, MlflowCallback) keeps TensorFlow's settings unless it
+  sets `MLFLOW_DL_GRAPPLER=off` itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlflow_dl.errors import ConfigError
+
+GRAPPLER_ENV = "MLFLOW_DL_GRAPPLER"
+_CHOICES = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
+_SAVED_KINDS = ("Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss", "Operation")
+
+
+def grappler_wanted() -> bool | None:
+    """MLFLOW_DL_GRAPPLER as True (on), False (off) or None (unset or empty: TensorFlow's own default)."""
+    value = os.environ.get(GRAPPLER_ENV, "")
+    if not value.strip():
+        return None
+    try:
+        return _CHOICES[value.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{GRAPPLER_ENV}={value!r} is invalid; expected on or off") from None
+
+
+def own_process() -> None:
+    """For a process mlflow-dl owns (the CLI): Grappler off unless the user said otherwise;
+    spawned workers and `mlflow run` children inherit the choice through the environment."""
+    if not os.environ.get(GRAPPLER_ENV, "").strip():
+        os.environ[GRAPPLER_ENV] = "off"
+    grappler_wanted()  # a bad value: one-line error before anything starts
+
+
+def apply_grappler_choice() -> None:
+    """Before a process's first TensorFlow op (after it, TensorFlow keeps what it started with)."""
+    if grappler_wanted() is False:
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+def grappler_state() -> str:
+    """What this process's fits run with, for the run's params: on, or off."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return "none"
+    return "off" if tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") else "on"
+
+
+def cache_saving_skipsets() -> None:
+    """Fill Keras' saving cache under the key it reads. keras.backend.clear_session empties it,
+    so every fit calls this (5 ms once, then a dictionary lookup per kind)."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+    except ImportError:  # another Keras layout: its saving as it is
+        return
+    for kind in _SAVED_KINDS:
+        key = f"saving_attr_skiplist_{kind}"
+        if global_state.get_global_attribute(key) is None:
+            try:
+                global_state.set_global_attribute(key, saving_lib.get_attr_skipset(kind))
+            except (AttributeError, ValueError):  # a Keras without that kind, or without the function
+                return

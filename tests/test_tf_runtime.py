@@ -1,0 +1,78 @@
+"""tf_runtime: Keras' saving cache filled where Keras reads it; Grappler off in mlflow-dl's own processes."""
+
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import all_runs, mlflow_dl_cli
+from mlflow_dl import tf_runtime
+
+
+def small_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    model.fit(np.ones((8, 4)), np.ones(8), epochs=1, verbose=0)  # optimizer and metric state to save too
+    return model
+
+
+def layers_built_by_saving(model, path) -> int:
+    """How many throwaway Layer objects one save_weights builds (Keras' skipset look-ups that miss)."""
+    built = 0
+    init = keras.layers.Layer.__init__
+
+    def counting(self, *args, **kwargs):
+        nonlocal built
+        built += 1
+        init(self, *args, **kwargs)
+
+    keras.layers.Layer.__init__ = counting
+    try:
+        model.save_weights(path)
+    finally:
+        keras.layers.Layer.__init__ = init
+    return built
+
+
+def test_saving_cache_is_filled_where_keras_reads_it_and_saves_the_same_weights(tmp_path):
+    model = small_model()
+    keras.backend.clear_session(free_memory=False)  # what every sweep does between trials: the cache is empty
+    # Keras' own cache misses (if this fails, Keras fixed its look-up and tf_runtime can drop the workaround)
+    assert layers_built_by_saving(model, tmp_path / "before.weights.h5") > 0
+    tf_runtime.cache_saving_skipsets()
+    assert layers_built_by_saving(model, tmp_path / "after.weights.h5") == 0
+    for name in ("before", "after"):
+        restored = small_model()
+        restored.load_weights(tmp_path / f"{name}.weights.h5")
+        for got, want in zip(restored.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(restored.optimizer.variables, model.optimizer.variables):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "off"), ("on", "on")])
+def test_the_cli_trains_without_grappler_unless_asked(setting, expected, tmp_path, monkeypatch, tracking_store):
+    if setting is None:
+        monkeypatch.delenv(tf_runtime.GRAPPLER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(tf_runtime.GRAPPLER_ENV, setting)
+    proc = subprocess.run([*mlflow_dl_cli(), "train", "--epochs", "2", "--hidden", "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"
+    assert run.data.params["tensorflow_grappler"] == expected
+
+
+def test_a_bad_grappler_setting_is_a_one_line_error_before_anything_starts(monkeypatch, capsys, tracking_store):
+    from mlflow_dl.cli import main
+
+    monkeypatch.setenv(tf_runtime.GRAPPLER_ENV, "maybe")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == "error: MLFLOW_DL_GRAPPLER='maybe' is invalid; expected on or off\n"
+    assert all_runs() == []
