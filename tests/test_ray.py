@@ -53,7 +53,8 @@ def _table(client, experiment):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     rows = [{"name": r.info.run_name, "status": r.info.status, "best_val_loss": r.data.metrics.get("best_val_loss"),
              "epochs": len(client.get_metric_history(r.info.run_id, "val_loss")),
-             "error": r.data.tags.get("mlflow_dl.error", "")} for r in children]
+             "error": r.data.tags.get("mlflow_dl.error", ""),
+             "grappler": r.data.params.get("tensorflow_grappler")} for r in children]
     return [r for r in runs if not r.data.tags.get("mlflow.parentRunId")], pd.DataFrame(rows).sort_values("name")
 
 
@@ -74,6 +75,8 @@ def test_ray_sweep_logs_to_the_shared_server_and_equals_inline(tmp_path, ray_clu
         assert list(on_ray["name"]) == list(inline["name"]) == ["dropout=0", "dropout=0.3"]
         assert set(on_ray["status"]) == {"FINISHED"} and list(on_ray["epochs"]) == [2, 2], on_ray.to_string()
         assert on_ray["best_val_loss"].notna().all() and inline["best_val_loss"].notna().all(), on_ray.to_string()
+        # the CLI's choice (tf_runtime) reaches the Ray tasks as it reaches this process's own trials
+        assert set(on_ray["grappler"]) == set(inline["grappler"]) == {"off"}
         pd.testing.assert_series_equal(on_ray["best_val_loss"].reset_index(drop=True),
                                        inline["best_val_loss"].reset_index(drop=True), rtol=1e-3)
     finally:
