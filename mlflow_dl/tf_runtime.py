@@ -9,9 +9,9 @@
   validation). On the lesson's MLP (breast cancer, 128-64-32) it is a quarter of a 10-epoch fit
   (1.95 s with it, 1.43 s without, same losses); on a 20,000-row 512-256 MLP and a 64-unit LSTM
   it neither gained nor cost time measurably. So the `mlflow-dl` command (and its sweep workers,
-  Ray tasks and `mlflow run` entry points) turn it off; `MLFLOW_DL_GRAPPLER=on` keeps it. A user's
-  own process (the Python API, autolog, MlflowCallback) keeps TensorFlow's settings unless it
-  sets `MLFLOW_DL_GRAPPLER=off` itself.
+  Ray tasks and `mlflow run` entry points) turn it off; `MLFLOW_DL_GRAPPLER=on` keeps it. In a
+  user's own process the Python API (train, sweep) turns it off only if MLFLOW_DL_GRAPPLER=off is
+  set, and autolog and MlflowCallback never touch TensorFlow's settings.
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ def apply_grappler_choice() -> None:
 
 def grappler_state() -> str:
     """What this process's fits run with, for the run's params: on, or off."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return "none"
+    import tensorflow as tf
+
     return "off" if tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") else "on"
 
 
