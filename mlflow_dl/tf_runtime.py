@@ -39,9 +39,8 @@ def grappler_wanted() -> bool | None:
 def own_process() -> None:
     """For a process mlflow-dl owns (the CLI): Grappler off unless the user said otherwise;
     spawned workers and `mlflow run` children inherit the choice through the environment."""
-    if not os.environ.get(GRAPPLER_ENV, "").strip():
+    if grappler_wanted() is None:  # a bad value: a one-line error here, before anything starts
         os.environ[GRAPPLER_ENV] = "off"
-    grappler_wanted()  # a bad value: one-line error before anything starts
 
 
 def apply_grappler_choice() -> None:

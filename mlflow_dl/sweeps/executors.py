@@ -41,14 +41,20 @@ def inline(trials, ds, splits, family, parent_run_id, on_result):
     return results
 
 
-def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
-    """Once per worker: quiet TF, divide the cores, load and split the data."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import mlflow
+def _share_cores(threads: int) -> None:
+    """This process's TensorFlow on `threads` cores, so processes side by side do not oversubscribe."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
+    """Once per worker: quiet TF, divide the cores, load and split the data."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import mlflow
+
+    _share_cores(threads)
     mlflow.set_tracking_uri(tracking_uri)
     from mlflow_dl import families
     from mlflow_dl.data.datasets import load_dataset
@@ -146,11 +152,8 @@ def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
                                initargs=(mlflow.get_tracking_uri(), data_spec, threads, family))
     for _ in range(workers - 1):
         pool.submit(_ready)
-    import tensorflow as tf
-
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        _share_cores(threads)
     except RuntimeError:  # TensorFlow has run in this process already (a notebook): its threads stay
         pass
     return pool
