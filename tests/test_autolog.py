@@ -70,6 +70,37 @@ def test_autolog_tracks_a_plain_fit_and_keeps_the_best_epoch(autologged):
     np.testing.assert_allclose(served.predict(frame)["output_0"], model.predict_on_batch(x[:5])[:, 0], rtol=1e-5)
 
 
+class SubclassedModel(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_autolog_tracks_models_built_at_their_first_batch(autologged):
+    """A Sequential without an Input and a subclassed model are built by fit: the run still gets
+    their size, curves and checkpoint; the Sequential is served, the subclassed one says why not."""
+    import pandas as pd
+
+    x, y = user_data()
+    for model in (keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]),
+                  SubclassedModel()):
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, y, validation_split=0.25, epochs=2, verbose=0)
+    sequential, subclassed = sorted(all_runs(), key=lambda r: r.info.start_time)
+    for run in (sequential, subclassed):
+        assert run.info.status == "FINISHED"
+        assert run.data.params["model.total_params"] == "49"
+        assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == 2
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/best.keras")
+    assert "mlflow_dl.model_skipped" not in sequential.data.tags
+    served = mlflow.pyfunc.load_model(f"runs:/{sequential.info.run_id}/model")
+    assert served.predict(pd.DataFrame(x[:3], columns=[f"f{i}" for i in range(4)]))["output_0"].shape == (3,)
+    assert "no single table of columns" in subclassed.data.tags["mlflow_dl.model_skipped"]
+
+
 def test_autolog_uses_the_active_run_and_leaves_it_open(autologged):
     x, y = user_data()
     with mlflow.start_run() as run:

@@ -32,6 +32,7 @@ from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
+MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # why a run has no servable model
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -120,12 +121,12 @@ class MlflowCallback(keras.callbacks.Callback):
                                            default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self._handle_signals()
-        # while the model trains: stage the servable model, log the architecture
+        # while the model trains: stage the servable model, log the architecture (both known once the
+        # model is built; a model without an Input: at the end of fit)
         self._staged = None
-        serving = self._serving() if self.log_model and not self.offline else None
-        if serving is not None:
-            self._staged = _in_background(model_logging.stage_pipeline_model, run_id, *serving)
-        # the architecture is known once the model is built (a model without an Input: at its first batch)
+        self._stage_pending = self.log_model and not self.offline
+        if self._stage_pending and self.model.built and (skipped := self._stage()):
+            self._logger.set_tags({MODEL_SKIPPED_TAG: skipped})
         self._architecture = None
         if self.model.built and not self.offline:
             self._architecture = _in_background(self._log_architecture)
@@ -142,8 +143,14 @@ class MlflowCallback(keras.callbacks.Callback):
             "tensorflow_version": _version("tensorflow"),
             "mlflow_dl_version": _version("mlflow-dl"),
             "tensorflow_grappler": tf_runtime.grappler_state(),
-            "model.total_params": self.model.count_params(),
         })
+        self._log_size()
+
+    def _log_size(self) -> None:
+        """model.total_params, once the model is built (a subclassed model: at its first batch)."""
+        self._size_logged = self.model.built
+        if self._size_logged:
+            self._logger.log_params({"model.total_params": self.model.count_params()})
 
     def _log_fit_params(self):
         optimizer = self.model.optimizer
@@ -158,6 +165,8 @@ class MlflowCallback(keras.callbacks.Callback):
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
             self.first_epoch = epoch
+        if not self._size_logged:
+            self._log_size()
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         if epoch > self._logged_through:  # a resumed fit recomputes at most the epoch it was killed in
@@ -296,6 +305,8 @@ class MlflowCallback(keras.callbacks.Callback):
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
             if files is not None:
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, files[0], "checkpoints"))
+                if self._stage_pending and (skipped := self._stage()):
+                    jobs.append(side.submit(self._client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
                 if self._staged is not None:
                     self._log_pyfunc(files[1])
             elif self._staged is not None:
@@ -329,7 +340,7 @@ class MlflowCallback(keras.callbacks.Callback):
         if checkpoint is not None:
             logger.log_artifact(checkpoint, "checkpoints")
             if self.log_model:
-                logger.set_tags({"mlflow_dl.model_skipped": "tracking server unreachable at the end of fit; "
+                logger.set_tags({MODEL_SKIPPED_TAG: "tracking server unreachable at the end of fit; "
                                                             "the weights are in checkpoints/best.keras"})
         if self.diverged_at is not None:
             logger.set_tags({runs.ERROR_TAG: f"TrainingError: {self.divergence()}"})
@@ -378,15 +389,26 @@ class MlflowCallback(keras.callbacks.Callback):
         self.model.save(final_path)
         return best_path, final_path
 
+    def _stage(self) -> str | None:
+        """Start staging the servable model; or say why there is none."""
+        self._stage_pending = False
+        serving = self._serving()
+        if serving is None:
+            return ("the model takes no single table of columns; MlflowCallback(preprocessing=...) says what "
+                    "it takes; the weights are in checkpoints/best.keras")
+        self._staged = _in_background(model_logging.stage_pipeline_model, self.run_id, *serving)
+        return None
+
     def _serving(self):
         """The preprocessing the served model applies, an input example and the signature of the
         model's output on it; None when there is none to serve with (no preprocessing given and
         more than one flat input)."""
         prep, example = self.preprocessing, self.input_example
         if prep is None:
-            if len(self.model.inputs) != 1 or len(self.model.inputs[0].shape) != 2:
+            inputs = getattr(self.model, "inputs", None)  # a subclassed model declares none
+            if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 2:
                 return None
-            n = int(self.model.inputs[0].shape[-1])
+            n = int(inputs[0].shape[-1])
             prep = Preprocessing(columns=tuple(f"f{i}" for i in range(n)), x_scale=(1.0,) * n,
                                  x_offset=(0.0,) * n, task="raw", target="output")
         if example is None:
