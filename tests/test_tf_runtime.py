@@ -1,4 +1,5 @@
-"""tf_runtime: Keras' saving cache filled where Keras reads it; Grappler off in mlflow-dl's own processes."""
+"""tf_runtime: Keras' saving cache filled where Keras reads it; Grappler off in mlflow-dl's own processes;
+one trace of the train step."""
 
 import subprocess
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import all_runs, mlflow_dl_cli
-from mlflow_dl import tf_runtime
+from mlflow_dl import MlflowCallback, tf_runtime
 
 
 def small_model():
@@ -76,3 +77,63 @@ def test_a_bad_grappler_setting_is_a_one_line_error_before_anything_starts(monke
     assert exit_info.value.code == 2
     assert err == "error: MLFLOW_DL_GRAPPLER='maybe' is invalid; expected on or off\n"
     assert all_runs() == []
+
+
+class CountingTraces(keras.Sequential):
+    """A Sequential whose train_step counts how often TensorFlow traces it (the Python runs only then)."""
+
+    traces = 0
+
+    def train_step(self, data):
+        CountingTraces.traces += 1
+        return super().train_step(data)
+
+
+class Unbuildable(keras.Model):
+    """A subclassed model Keras cannot build symbolically (its call fails in Keras' symbolic scope): fit
+    builds it inside the first trace, as it always has."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+        if in_symbolic_scope():
+            raise RuntimeError("this model has no symbolic build")
+        return self.dense(x)
+
+
+def fit_counting(callbacks, model=None):
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    y = (x[:, 0] * 3).astype(int).clip(0, 2)
+    model = model or CountingTraces([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                                     keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    CountingTraces.traces = 0
+    history = model.fit(x, y, validation_split=0.25, epochs=2, batch_size=16, verbose=0, callbacks=callbacks)
+    keras.backend.clear_session(free_memory=False)
+    return CountingTraces.traces, history.history
+
+
+def test_a_tracked_fit_traces_the_train_step_once_and_learns_the_same(tracking_store):
+    plain_traces, plain = fit_counting([])
+    tracked_traces, tracked = fit_counting([MlflowCallback(log_model=False)])
+    # Keras' own: variables made in the first trace, so TensorFlow traces again (if this fails, Keras builds
+    # them first itself and tf_runtime can drop the workaround)
+    assert plain_traces == 2
+    assert tracked_traces == 1
+    assert tracked.keys() == plain.keys()
+    for name, values in plain.items():
+        np.testing.assert_allclose(tracked[name], values, rtol=1e-6, err_msg=name)
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"
+
+
+def test_a_model_keras_cannot_build_symbolically_still_trains(tracking_store):
+    _, history = fit_counting([MlflowCallback(log_model=False)], model=Unbuildable())
+    assert len(history["val_loss"]) == 2 and np.isfinite(history["val_loss"]).all()
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"

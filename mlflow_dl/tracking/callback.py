@@ -98,6 +98,7 @@ class MlflowCallback(keras.callbacks.Callback):
         # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
         self._froze_heap = heap.hold()
         tf_runtime.cache_saving_skipsets()  # BackupAndRestore's save every epoch, best.keras at the end
+        tf_runtime.trace_train_step_once(self.model)
         self._interrupted = None
         active = mlflow.active_run()
         self._owns_run = active is None
