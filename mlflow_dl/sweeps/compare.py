@@ -51,7 +51,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     """{artifact path: figure} and the knee (in the swept value's units) if the family has one."""
     import matplotlib.pyplot as plt
 
-    from mlflow_dl.tracking import plots  # noqa: F401  (selects the Agg backend)
+    from mlflow_dl.tracking import plots  # (importing it selects the Agg backend)
 
     figures, knee_value = {}, None
     done = table[table["status"] == "FINISHED"]
@@ -77,7 +77,10 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     ax.set_ylabel("loss")
     ax.set_title("bias and variance: train against validation loss")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    if axis.key is not None and len(done):
+        plots.fixed_margins(fig)
+    else:  # trial names as rotated labels: their size decides the margin
+        fig.tight_layout()
     figures["plots/loss_vs_swept_value.png"] = fig
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -87,7 +90,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     ax.set_xlabel("epoch")
     ax.set_ylabel("val_loss")
     ax.set_title("validation loss of every trial")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    ax.legend(fontsize=7, ncol=2, loc="upper right")  # the curves fall: loc="best" would measure them all
+    plots.fixed_margins(fig)
     figures["plots/val_loss_curves.png"] = fig
     return figures, knee_value
