@@ -16,19 +16,11 @@ import gc
 _frozen = False
 
 
-def freeze() -> None:
-    """For a process that only runs trials (a worker): collect once, then move every object alive
-    now out of the collector's reach for good."""
-    global _frozen
-    gc.collect()
-    gc.freeze()
-    _frozen = True
-
-
 def hold() -> bool:
     """Freeze what is alive now, without collecting first (gc.freeze alone costs nothing; a full
     collection first would cost what freezing saves), unless the heap is frozen already (by a
-    sweep, a search or a worker). True when this call froze it: the caller then calls let_go()."""
+    sweep, a search or a worker). True when this call froze it: the caller then calls let_go(), unless
+    the process only runs trials (a worker), whose heap stays frozen for good."""
     global _frozen
     if _frozen:
         return False

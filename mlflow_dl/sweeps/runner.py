@@ -84,7 +84,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
     from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.tracking import plots, runs
+    from mlflow_dl.tracking import runs
 
     module = families.get(family)
     if workers < 1:
@@ -152,6 +152,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                 table.to_csv(path, index=False)
                 mlflow.log_artifact(path)
             if len(finished):
+                from mlflow_dl.tracking import plots  # matplotlib: after the workers' start, not before it
+
                 figures, knee_value = compare.comparison_figures(
                     table, {t.name: r.history for t, r in done}, module.AXIS)
                 for artifact, fig in figures.items():
