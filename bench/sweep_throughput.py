@@ -8,7 +8,9 @@ Also reports the sweep's own overhead, the time beyond the sum of the trials' fi
 the command's whole wall time (Python start, imports and a fresh store's schema included), and the
 parent run's wall time (the sweep proper, from the parent's start to its end).
 And the ceiling any 2-process executor has on this machine: one process fitting the sweep's model
-K times alone, against two such processes at once (plain Keras, no MLflow).
+2K times alone with TensorFlow's default threads (as the inline sweep does), against two processes
+fitting it K times each at once on one thread each (as 2 workers do); plain Keras, no MLflow. With the
+inline sweep's start (its wall time before the parent run) that ceiling bounds the whole command.
 Last line: loop time / inline time.
 
     python bench/sweep_throughput.py [--repeats 3] [--epochs 10]
@@ -53,13 +55,16 @@ def loop_arm(cwd, epochs) -> float:
     return total
 
 
-def fit_loop(fits: int, epochs: int, start_at: float) -> float:
-    """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, one TF thread."""
+def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
+    """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, on `threads`
+    TensorFlow threads (0: TensorFlow's default), Grappler off as in mlflow-dl's processes."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
     from mlflow_dl.config import DataSpec, ModelSpec
@@ -80,18 +85,19 @@ def fit_loop(fits: int, epochs: int, start_at: float) -> float:
 
 
 def parallel_ceiling(fits: int, epochs: int) -> float:
-    """2 x (one process's fits alone) / (two processes' same fits at once): what 2 workers can gain at best."""
-    def launch(n, start_at):
-        return [subprocess.Popen([sys.executable, __file__, "--fit-loop", str(fits), "--epochs", str(epochs),
-                                  "--start-at", str(start_at)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 text=True) for _ in range(n)]
+    """(2K fits in one process, default threads) / (K fits in each of two 1-thread processes at once):
+    what 2 workers can gain over inline at best, on fitting alone."""
+    def launch(n, k, threads, start_at):
+        return [subprocess.Popen([sys.executable, __file__, "--fit-loop", str(k), "--epochs", str(epochs),
+                                  "--threads", str(threads), "--start-at", str(start_at)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
 
     def seconds(procs):
         return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
-    (alone,) = seconds(launch(1, time.time() + 15))
-    together = seconds(launch(2, time.time() + 20))  # both start fitting at once, after their imports
-    return 2 * alone / max(together)
+    (alone,) = seconds(launch(1, 2 * fits, 0, time.time() + 15))
+    together = seconds(launch(2, fits, 1, time.time() + 20))  # both start fitting at once, after their imports
+    return alone / max(together)
 
 
 def sweep_arm(cwd, epochs, workers) -> tuple[float, float, float]:
@@ -112,12 +118,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--fit-loop", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fit_loop:
-        print(fit_loop(args.fit_loop, args.epochs, args.start_at))
+        print(fit_loop(args.fit_loop, args.epochs, args.start_at, args.threads))
         return
     times = {"loop": [], "inline": [], "workers": []}
-    overhead, in_parent = [], []
+    overhead, in_parent, parents = [], [], {"inline": [], "workers": []}
     for rep in range(args.repeats):
         for arm in times:
             with tempfile.TemporaryDirectory() as cwd:
@@ -126,15 +133,21 @@ def main() -> None:
                 else:
                     wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2)
                     times[arm].append(wall)
+                    parents[arm].append(parent)
                     if arm == "inline":
                         overhead.append((wall - fits) / fits)
                         in_parent.append((parent - fits) / fits)
             print(f"rep {rep + 1} {arm}: {times[arm][-1]:.1f}s", flush=True)
     ceiling = parallel_ceiling(6, args.epochs)
     med = {arm: statistics.median(v) for arm, v in times.items()}
+    parent = {arm: statistics.median(v) for arm, v in parents.items()}
+    start = med["inline"] - parent["inline"]  # Python, imports, a fresh store: before the parent run starts
     print(f"workers=2 speed-up over inline: {med['inline'] / med['workers']:.2f}x "
-          f"({med['workers']:.1f}s vs {med['inline']:.1f}s); ceiling on this machine: {ceiling:.2f}x "
-          "(two plain Keras fit loops at once vs one alone)")
+          f"({med['workers']:.1f}s vs {med['inline']:.1f}s; parent runs {parent['workers']:.1f}s vs "
+          f"{parent['inline']:.1f}s: {parent['inline'] / parent['workers']:.2f}x)")
+    print(f"ceiling on this machine: {ceiling:.2f}x on fitting alone (2 one-thread fit loops at once vs one "
+          f"default-thread loop); with the inline command's {start:.1f}s before its parent run, at most "
+          f"{med['inline'] / (start + parent['inline'] / ceiling):.2f}x for the command")
     print(f"inline sweep overhead beyond the trials' fit time: {100 * statistics.median(in_parent):.0f}% "
           f"of the parent run's time, {100 * statistics.median(overhead):.0f}% of the command's")
     print(f"sweep_throughput ratio={med['loop'] / med['inline']:.2f} "
