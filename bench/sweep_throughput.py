@@ -148,8 +148,8 @@ def main() -> None:
     print(f"ceiling on this machine: {ceiling:.2f}x on fitting alone (2 one-thread fit loops at once vs one "
           f"default-thread loop); with the inline command's {start:.1f}s before its parent run, at most "
           f"{med['inline'] / (start + parent['inline'] / ceiling):.2f}x for the command")
-    print(f"inline sweep overhead beyond the trials' fit time: {100 * statistics.median(in_parent):.0f}% "
-          f"of the parent run's time, {100 * statistics.median(overhead):.0f}% of the command's")
+    print(f"inline sweep overhead beyond the trials' fit time: {100 * statistics.median(in_parent):.1f}% "
+          f"of the parent run's time, {100 * statistics.median(overhead):.1f}% of the command's")
     print(f"sweep_throughput ratio={med['loop'] / med['inline']:.2f} "
           f"(loop {med['loop']:.1f}s / inline {med['inline']:.1f}s, median of {args.repeats})")
 
