@@ -342,7 +342,7 @@ class MlflowCallback(keras.callbacks.Callback):
             logger.log_artifact(checkpoint, "checkpoints")
             if self.log_model:
                 logger.set_tags({MODEL_SKIPPED_TAG: "tracking server unreachable at the end of fit; "
-                                                            "the weights are in checkpoints/best.keras"})
+                                                    "the weights are in checkpoints/best.keras"})
         if self.diverged_at is not None:
             logger.set_tags({runs.ERROR_TAG: f"TrainingError: {self.divergence()}"})
         if self._owns_run:
