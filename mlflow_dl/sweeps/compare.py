@@ -56,7 +56,8 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     figures, knee_value = {}, None
     done = table[table["status"] == "FINISHED"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    if axis.key is not None and len(done):
+    numeric = axis.key is not None and len(done)  # else: a bar per trial, named on the x axis
+    if numeric:
         curve = done.groupby(axis.key)[["train_loss_at_best", "best_val_loss"]].min().reset_index()
         ax.plot(curve[axis.key], curve["train_loss_at_best"], "o-", label="train loss (at best epoch)")
         ax.plot(curve[axis.key], curve["best_val_loss"], "o-", label="validation loss (best)")
@@ -77,7 +78,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     ax.set_ylabel("loss")
     ax.set_title("bias and variance: train against validation loss")
     ax.legend(fontsize=8)
-    if axis.key is not None and len(done):
+    if numeric:
         plots.fixed_margins(fig)
     else:  # trial names as rotated labels: their size decides the margin
         fig.tight_layout()

@@ -41,8 +41,8 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int | None = No
     names = [k for k in history if not k.startswith("val_")]
     width, height = 4.2 * len(names), 3.4
     fig, axes = plt.subplots(1, len(names), figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.3 / height,
-                        wspace=0.7 * len(names) / width)
+    fixed_margins(fig, left=0.6, bottom=0.5, top=0.3, right=0.15)
+    fig.subplots_adjust(wspace=0.7 * len(names) / width)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(len(history[name]))
         ax.plot(epochs, history[name], label=f"train {name}")
