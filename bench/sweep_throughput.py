@@ -58,13 +58,13 @@ def loop_arm(cwd, epochs) -> float:
 def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
     """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, on `threads`
     TensorFlow threads (0: TensorFlow's default), Grappler off as in mlflow-dl's processes."""
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    import tensorflow as tf
+    os.environ.update(TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DL_GRAPPLER="off")
+    from mlflow_dl import tf_runtime
+    from mlflow_dl.sweeps.executors import _share_cores
 
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    tf_runtime.apply_grappler_choice()
     if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        _share_cores(threads)  # as a worker divides the cores
     import keras
 
     from mlflow_dl.config import DataSpec, ModelSpec
