@@ -1,6 +1,7 @@
 """tf_runtime: Keras' saving cache filled where Keras reads it; Grappler off in mlflow-dl's own processes;
-one trace of the train step."""
+one trace of the train step; the train step's graph freed with its model."""
 
+import gc
 import subprocess
 
 import keras
@@ -137,3 +138,24 @@ def test_a_model_keras_cannot_build_symbolically_still_trains(tracking_store):
     assert len(history["val_loss"]) == 2 and np.isfinite(history["val_loss"]).all()
     (run,) = all_runs()
     assert run.info.status == "FINISHED"
+
+
+def live_graphs() -> int:
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+def test_fits_in_a_loop_free_each_train_step_graph_with_its_model(tracking_store):
+    before = live_graphs()
+    for _ in range(3):
+        fit_counting([])
+    # TensorFlow's own: its gradient registry keeps each fit's traced step, model gone or not (if this
+    # fails, TensorFlow fixed tensorflow#97697 and tf_runtime can drop forget_custom_gradients)
+    assert live_graphs() - before >= 3
+    before = live_graphs()
+    for _ in range(3):
+        fit_counting([MlflowCallback(log_model=False)])
+    assert live_graphs() == before
+    assert [r.info.status for r in all_runs()] == ["FINISHED"] * 3

@@ -91,6 +91,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
         self._interrupted: str | None = None  # the signal's name once SIGTERM / Ctrl-C came during fit
         self._froze_heap = False  # whether fit froze the heap (heap.hold), to unfreeze after it
+        self._gradients_before: frozenset[str] | None = None  # TensorFlow's custom gradients before fit
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -99,6 +100,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self._froze_heap = heap.hold()
         tf_runtime.cache_saving_skipsets()  # BackupAndRestore's save every epoch, best.keras at the end
         tf_runtime.trace_train_step_once(self.model)
+        self._gradients_before = tf_runtime.custom_gradients()
         self._interrupted = None
         active = mlflow.active_run()
         self._owns_run = active is None
@@ -215,12 +217,16 @@ class MlflowCallback(keras.callbacks.Callback):
                     self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def release(self) -> None:
-        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen.
+        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen,
+        the train step's graph no longer pinned by TensorFlow (tf_runtime.forget_custom_gradients).
 
         on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
         calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
         """
         self._restore_signals()
+        if self._gradients_before is not None:
+            tf_runtime.forget_custom_gradients(self._gradients_before)
+            self._gradients_before = None
         if self._froze_heap:
             heap.let_go()
             self._froze_heap = False
