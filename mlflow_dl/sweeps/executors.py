@@ -33,11 +33,10 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
 
 def inline(trials, ds, splits, family, parent_run_id, on_result):
     results = []
-    with heap.frozen():
-        for i, trial in enumerate(trials):
-            result = run_one(ds, splits, trial, family, parent_run_id)
-            results.append(result)
-            on_result(i, result)
+    for i, trial in enumerate(trials):
+        result = run_one(ds, splits, trial, family, parent_run_id)
+        results.append(result)
+        on_result(i, result)
     return results
 
 
@@ -66,6 +65,7 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     else:
         ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
         _worker["data"] = (ds, split_and_scale(ds, data_spec))
+    mlflow.MlflowClient().search_experiments(max_results=1)  # the store's engine, before the freeze
     # the worker process is ours: what it has loaded stays out of collections for good (a full collection
     # first would take 0.2 s of the worker's start for the few dozen objects it frees)
     heap.hold()
@@ -193,9 +193,8 @@ def processes(pool: ProcessPoolExecutor, workers: int, trials, ds, splits, famil
     for feeder in feeders:
         feeder.start()
     try:
-        with heap.frozen():
-            while (i := take()) is not None:
-                report(i, run_one(ds, splits, trials[i], family, parent_run_id))
+        while (i := take()) is not None:
+            report(i, run_one(ds, splits, trials[i], family, parent_run_id))
     finally:
         stop.set()
         for feeder in feeders:
