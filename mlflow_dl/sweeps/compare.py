@@ -50,6 +50,7 @@ def _x(table: pd.DataFrame, axis: Axis):
 def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Axis) -> tuple[dict, float | None]:
     """{artifact path: figure} and the knee (in the swept value's units) if the family has one."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     from mlflow_dl.tracking import plots  # (importing it selects the Agg backend)
 
@@ -65,6 +66,9 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
                         label="train/validation gap")
         if axis.log:
             ax.set_xscale("log")
+            # plain tick labels (0.001, not 10^-3): no mathtext, whose parser takes 0.1 s to set up
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if axis.knee:
             k = knee(_x(curve, axis), curve["best_val_loss"], axis.knee)
             if k is not None:
