@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -39,6 +40,15 @@ def _experiment_from_environment() -> bool:
     return any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"))
 
 
+@functools.lru_cache(maxsize=64)
+def _experiment_of(run_id: str) -> str:
+    """A run's experiment (runs never move): a sweep's children ask once per process, not once each."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        return active.info.experiment_id
+    return mlflow.MlflowClient().get_run(run_id).info.experiment_id
+
+
 def start_run(family: str, run_name: str | None = None, experiment: str | None = None,
               parent_run_id: str | None = None, tags: dict | None = None,
               parent_experiment_id: str | None = None) -> mlflow.ActiveRun:
@@ -54,7 +64,7 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
         if parent_experiment_id is None:
-            parent_experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+            parent_experiment_id = _experiment_of(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
     experiment_id = None
