@@ -468,20 +468,22 @@ def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int,
     # the recurrent model's windows depend on the trial (timesteps): its fit takes them, not search's args
     data = () if bridge.model == "recurrent" else (splits.x_train, splits.y_train)
     validation = None if bridge.model == "recurrent" else (splits.x_val, splits.y_val)
-    try:
-        with heap.frozen():
+    # the heap frozen through the summary too: let go before it, its first full collection would scan
+    # all that TensorFlow loaded inside the parent run
+    with heap.frozen():
+        try:
             tuner.search(*data, validation_data=validation, epochs=epochs, batch_size=bridge.base.fit.batch_size,
                          verbose=0)
-    except BaseException as exc:
-        bridge.abort(exc)
-        # the chief stops serving once every trial is done: a worker asking just then gets a gRPC error
-        if role == "worker" and type(exc).__module__.startswith("grpc") and _finished_without_us(run_id):
-            bridge.echo(f"search {search_id} was completed by the other workers")
+        except BaseException as exc:
+            bridge.abort(exc)
+            # the chief stops serving once every trial is done: a worker asking just then gets a gRPC error
+            if role == "worker" and type(exc).__module__.startswith("grpc") and _finished_without_us(run_id):
+                bridge.echo(f"search {search_id} was completed by the other workers")
+                return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
+            raise
+        if role == "worker":
             return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
-        raise
-    if role == "worker":
-        return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
-    table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, bridge)
+        table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, bridge)
     return TuneResult(run_id, search_id, role, table, best_run_id)
 
 
