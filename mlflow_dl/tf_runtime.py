@@ -22,8 +22,10 @@
   name in TensorFlow's global gradient registry and never removes it (tensorflow#97697, still so
   in TensorFlow 2.21.0). That function holds the traced step's graph, so every fit in a process
   kept its graph after clear_session (the lesson's MLP: 740 operations, ~5,000 Python objects that
-  every later full collection scans, 15 MiB of the process a trial). The callback drops the names its fit registered once fit is
-  over: the traced step never looks them up again.
+  every later full collection scans, 15 MiB of the process a trial). The callback drops what its
+  fit registered for that sum once fit is over: nothing differentiates the sum, so nothing looks its
+  gradient up again (a SavedModel export skips a gradient it cannot find). A model's own custom
+  gradients stay registered.
 """
 
 from __future__ import annotations
@@ -128,8 +130,27 @@ def custom_gradients() -> frozenset[str]:
     return frozenset(name for name in _gradient_registry() if name.startswith(_CUSTOM_GRADIENT))
 
 
+def _closure(fn) -> list:
+    values = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # a cell not filled yet
+            pass
+    return values
+
+
+def _sums_gradients(entry: dict) -> bool:
+    """Whether a registered custom gradient is the one TensorFlow's cross-replica sum registers
+    (ReplicaContext.all_reduce, through which Keras' optimizer sums the gradients)."""
+    return any("all_reduce" in getattr(inner, "__qualname__", "")
+               for outer in _closure(entry.get("type")) for inner in _closure(outer))
+
+
 def forget_custom_gradients(known: frozenset[str]) -> None:
-    """Drop the custom gradients registered since `known` was taken, and with them the graphs they hold."""
+    """Drop the gradient sums' custom gradients registered since `known` was taken, and with them the
+    graphs they hold. Any other stays: a model's own tf.custom_gradient may be differentiated again."""
     registry = _gradient_registry()
-    for name in [n for n in registry if n.startswith(_CUSTOM_GRADIENT) and n not in known]:
+    for name in [n for n, entry in registry.items()
+                 if n.startswith(_CUSTOM_GRADIENT) and n not in known and _sums_gradients(entry)]:
         del registry[name]
