@@ -65,7 +65,12 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     else:
         ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
         _worker["data"] = (ds, split_and_scale(ds, data_spec))
-    mlflow.MlflowClient().search_experiments(max_results=1)  # the store's engine, before the freeze
+    # the store's engine made now, so it is frozen with the rest; an optimisation only: a store that is
+    # away is the first trial's to report
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001
+        pass
     # the worker process is ours: what it has loaded stays out of collections for good (a full collection
     # first would take 0.2 s of the worker's start for the few dozen objects it frees)
     heap.hold()
