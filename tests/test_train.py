@@ -59,6 +59,30 @@ def test_run_holds_checkpoint_plots_and_model(binary_run):
     assert "plots/confusion_matrix.png" in paths
 
 
+@pytest.mark.parametrize("labels", [["malignant", "benign"], ["a", "b", "c"]])
+def test_confusion_matrix_redrawn_for_the_next_trial_is_what_a_new_figure_shows(labels):
+    """Trials reuse one confusion-matrix figure: its counts, colours and scale must all be the new trial's."""
+    import io
+
+    from PIL import Image
+
+    from mlflow_dl.tracking import plots
+
+    def pixels(fig):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return np.asarray(Image.open(buffer))
+
+    rng = np.random.default_rng(0)
+    k = len(labels)
+    plots._confusion.clear()
+    plots.confusion_matrix(rng.integers(0, k, 114), rng.integers(0, k, 114), labels)  # an earlier trial
+    y, pred = rng.integers(0, k, 50), np.zeros(50, dtype=int)
+    redrawn = pixels(plots.confusion_matrix(y, pred, labels))
+    plots._confusion.clear()
+    assert np.array_equal(redrawn, pixels(plots.confusion_matrix(y, pred, labels)))
+
+
 def test_checkpoint_loads_in_safe_mode_and_holds_the_best_weights(binary_run, tmp_path):
     uri, spec, result = binary_run
     mlflow.set_tracking_uri(uri)
