@@ -432,7 +432,11 @@ def main(argv=None) -> None:
 def program() -> None:
     """The `mlflow-dl` program (console script, `python -m mlflow_dl`): main(), then exit as Python
     would, minus the interpreter's teardown. With TensorFlow, MLflow and pandas loaded, freeing every
-    module and object one by one takes 2-3 s after the work is done, on every command."""
+    module and object one by one takes 2-3 s after the work is done, on every command. For the same
+    reason, what a sweep or fit freezes out of garbage collection stays frozen (heap.for_good)."""
+    from mlflow_dl import heap
+
+    heap.for_good()
     try:
         main()
     except SystemExit as exc:

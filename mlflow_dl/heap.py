@@ -14,6 +14,7 @@ import gc
 # whether this module froze the heap; gc.get_freeze_count() would tell too, but it walks every
 # frozen object (~40 ms with TensorFlow loaded), once per fit
 _frozen = False
+_for_good = False  # the process exits when its command ends (the `mlflow-dl` program): let_go() keeps the freeze
 
 
 def hold() -> bool:
@@ -37,9 +38,19 @@ def take_in() -> None:
         gc.freeze()
 
 
+def for_good() -> None:
+    """For a process that exits when its command ends: what gets frozen stays frozen. Let go, the
+    frozen objects (all that TensorFlow and MLflow loaded) would be scanned by Python's next full
+    collection, ~0.4 s spent just before the process exits. Garbage made later is still collected."""
+    global _for_good
+    _for_good = True
+
+
 def let_go() -> None:
-    """Undo hold(): the frozen objects are the collector's again."""
+    """Undo hold(): the frozen objects are the collector's again (unless frozen for good)."""
     global _frozen
+    if _for_good:
+        return
     gc.unfreeze()
     _frozen = False
 

@@ -159,3 +159,24 @@ def test_fits_in_a_loop_free_each_train_step_graph_with_its_model(tracking_store
         fit_counting([MlflowCallback(log_model=False)])
     assert live_graphs() == before
     assert [r.info.status for r in all_runs()] == ["FINISHED"] * 3
+
+
+def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatch):
+    """The `mlflow-dl` program freezes for good: letting go before exiting would only hand Python's next
+    full collection everything TensorFlow loaded. Any other process gets its heap back after a block."""
+    import gc
+
+    from mlflow_dl import heap
+
+    monkeypatch.setattr(heap, "_frozen", False)
+    with heap.frozen():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setattr(heap, "_for_good", False)
+    heap.for_good()
+    try:
+        with heap.frozen():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
