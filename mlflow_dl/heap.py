@@ -41,15 +41,18 @@ def take_in() -> None:
 def for_good() -> None:
     """For a process that exits when its command ends: what gets frozen stays frozen. Let go, the
     frozen objects (all that TensorFlow and MLflow loaded) would be scanned by Python's next full
-    collection, ~0.4 s spent just before the process exits. Garbage made later is still collected."""
+    collection, ~0.4 s spent just before the process exits."""
     global _for_good
     _for_good = True
 
 
 def let_go() -> None:
-    """Undo hold(): the frozen objects are the collector's again (unless frozen for good)."""
+    """Undo hold(): the frozen objects are the collector's again. Frozen for good, they stay frozen,
+    and what the block left is collected now (the trials' models, ~70 ms after a sweep), so that a
+    later take_in() (the main job's next sweep) cannot freeze it for good too."""
     global _frozen
     if _for_good:
+        gc.collect()
         return
     gc.unfreeze()
     _frozen = False

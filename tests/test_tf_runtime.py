@@ -163,10 +163,15 @@ def test_fits_in_a_loop_free_each_train_step_graph_with_its_model(tracking_store
 
 def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatch):
     """The `mlflow-dl` program freezes for good: letting go before exiting would only hand Python's next
-    full collection everything TensorFlow loaded. Any other process gets its heap back after a block."""
+    full collection everything TensorFlow loaded. What the block left is still collected, so the next
+    block cannot freeze it. Any other process gets its heap back after a block."""
     import gc
+    import weakref
 
     from mlflow_dl import heap
+
+    class Node:
+        pass
 
     monkeypatch.setattr(heap, "_frozen", False)
     with heap.frozen():
@@ -176,7 +181,11 @@ def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatc
     heap.for_good()
     try:
         with heap.frozen():
-            pass
+            garbage = Node()
+            garbage.me = garbage  # a cycle: only the collector frees it
+            left = weakref.ref(garbage)
+            del garbage
         assert gc.get_freeze_count() > 0
+        assert left() is None
     finally:
         gc.unfreeze()
