@@ -436,6 +436,7 @@ def program() -> None:
     reason, what a sweep or fit freezes out of garbage collection stays frozen (heap.for_good)."""
     from mlflow_dl import heap
 
+    heap.importing()
     heap.for_good()
     try:
         main()

@@ -189,3 +189,21 @@ def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatc
         assert left() is None
     finally:
         gc.unfreeze()
+
+
+def test_a_process_collects_rarely_while_it_imports_and_at_pythons_pace_once_its_work_holds_the_heap(monkeypatch):
+    import gc
+
+    from mlflow_dl import heap
+
+    default = gc.get_threshold()
+    monkeypatch.setattr(heap, "_frozen", False)
+    monkeypatch.setattr(heap, "_thresholds", None)
+    try:
+        heap.importing()
+        assert gc.get_threshold()[0] > 10 * default[0]
+        with heap.frozen():
+            assert gc.get_threshold() == default
+    finally:
+        gc.set_threshold(*default)
+        gc.unfreeze()

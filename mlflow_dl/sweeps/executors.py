@@ -50,6 +50,7 @@ def _share_cores(threads: int) -> None:
 
 def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
     """Once per worker: quiet TF, divide the cores, load and split the data."""
+    heap.importing()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow
 
