@@ -22,9 +22,10 @@ def importing() -> None:
     """While a process loads its libraries, until hold(): collect 70x less often. TensorFlow, MLflow and
     pandas make hundreds of thousands of objects that last and almost no garbage, yet at Python's
     default thresholds each full collection rescans the growing heap while they load: ~0.8 s of a
-    command's ~5.8 s start."""
+    command's ~5.8 s start. Once the heap is held, what is loaded is frozen already: nothing to do (a
+    Ray worker process initialised again for another sweep would otherwise keep the raised thresholds)."""
     global _thresholds
-    if _thresholds is None:
+    if _thresholds is None and not _frozen:
         _thresholds = gc.get_threshold()
         gc.set_threshold(50_000, *_thresholds[1:])
 
