@@ -316,10 +316,12 @@ for _family in SWEEP_GRIDS:
               help="Last layer returns sequences + Flatten, instead of its final state.")
 @click.option("--activation", default="tanh", show_default=True)
 @click.option("--horizon", default=1, show_default=True, type=int, help="Predict this many rows ahead.")
-@click.option("--season", default="", help="Season length in rows (0: none; default: the bundled series' own).")
+@click.option("--season", default="", help="Season length in rows (0: none; default: the frequency's: "
+              "daily 7, weekly 52, monthly 12, quarterly 4, hourly 24, yearly none).")
 @click.option("--resample", default=None, help="Aggregate to this pandas frequency (D, W, MS, QS, ...).")
 @click.option("--interpolate", type=click.BOOL, default=False, is_flag=False, flag_value=True,
-              help="Fill gaps and missing values in time (`--interpolate`, or `--interpolate true|false`).")
+              help="Fill gaps and missing values: in time inside the training part, the last value carried "
+              "forward after it (`--interpolate`, or `--interpolate true|false`).")
 @click.option("--scaler", default="minmax", show_default=True, type=click.Choice(["minmax", "standard"]))
 @click.option("--scale-y/--no-scale-y", default=True, show_default=True, help="Standardise the target on train.")
 @click.option("--val-fraction", default=0.15, show_default=True, type=float)

@@ -44,7 +44,8 @@ def test_windows_equal_temporalize(rows, features, timesteps, horizon):
 def _csv(tmp_path, n=80, name="prices.csv", **change):
     dates = pd.date_range("2020-01-01", periods=n, freq="D")
     t = np.arange(n)
-    frame = pd.DataFrame({"date": dates.strftime("%Y-%m-%d"), "price": 10 + np.sin(t / 3) + t * 0.05,
+    frame = pd.DataFrame({"date": dates.strftime("%Y-%m-%d"),
+                          "price": 10 + np.sin(t / 3) + t * 0.05 + 0.8 * np.sin(2 * np.pi * t / 7),  # weekly
                           "volume": 100 + (t % 7), "oil": 50 + np.cos(t / 5)})
     for key, fn in change.items():
         frame = fn(frame)
@@ -70,6 +71,79 @@ def test_no_leak_last_training_target_before_first_validation_input(tmp_path):
     assert splits.x["test"][:, 0].max() > 1  # the price trends up past the training range
 
 
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_window_lengths_are_scored_on_the_same_target_rows(horizon):
+    from mlflow_dl.families.rnn_vs_lstm import window_splits
+
+    spec = SeriesSpec("sunspots", horizon=horizon)
+    series = split_series(load_series(spec), spec, 16)
+    short, long = (window_splits(series, t, horizon, 8, 0) for t in (4, 16))
+    for part, feed in (("val", "x_val"), ("test", "x_test")):
+        targets = [np.concatenate([b[1][:, 0] for b in getattr(s, feed)]) for s in (short, long)]
+        # every row of the part, from its first, for both window lengths
+        assert np.array_equal(targets[0], series.y[part]) and np.array_equal(targets[1], series.y[part])
+    assert short.test_dates.equals(series.dates["test"]) and long.test_dates.equals(series.dates["test"])
+    assert np.array_equal(short.persistence, long.persistence)
+    assert short.scored == long.scored and short.scored["val_rows"] == str(series.rows("val"))
+    # a window's inputs are the `timesteps` rows ending `horizon` rows before its target (past rows only)
+    first = long.x_val[0][0][0]
+    start = series.cuts["val"].start
+    assert np.array_equal(first, series.all_x[start - horizon - 15:start - horizon + 1])
+    # no training target is a validation or test row
+    assert np.concatenate([b[1][:, 0] for b in long.x_train]).size == series.rows("train") - 16 - horizon + 1
+
+
+def _with_gaps(tmp_path, name, **change):
+    """80 daily rows: train 0-55, validation 56-67, test 68-79; gaps at both split edges and a missing value."""
+    def edit(frame):
+        frame = frame.assign(oil=frame["oil"].where(frame.index != 55))  # the last training row
+        for row, values in change.items():
+            frame.loc[int(row[1:]), list(values)] = list(values.values())
+        return frame.drop(index=[56, 67, 68])  # the first validation row, the last one, the first test row
+    return _csv(tmp_path, n=80, name=name, x=edit)
+
+
+def test_a_changed_test_value_moves_no_training_or_validation_input_target_or_fill(tmp_path):
+    from mlflow_dl.families.rnn_vs_lstm import window_splits
+
+    def load(path):
+        spec = SeriesSpec(path, target="price", date_column="date", timesteps=5, interpolate=True)
+        ds = load_series(spec)
+        return ds, window_splits(split_series(ds, spec), 5, 1, 8, 0)
+
+    base_ds, base = load(_with_gaps(tmp_path, "base.csv"))
+    test_ds, test = load(_with_gaps(tmp_path, "test.csv", r69={"price": 99.0, "oil": -5.0, "volume": 0.0}))
+    val_ds, _ = load(_with_gaps(tmp_path, "val.csv", r57={"price": 99.0, "oil": -5.0, "volume": 0.0}))
+    assert len(base_ds.X) == 80 and not base_ds.X.isna().any().any()
+    # filled without look-ahead: inside the training part from its own rows, after it forward only
+    oil, price = base_ds.X["oil"], base_ds.X["price"]
+    assert oil[55] == oil[54] and price[56] == price[55] and price[67] == price[66] and price[68] == price[66]
+    # a changed test row: the same training and validation rows (fill included), inputs and targets
+    pd.testing.assert_frame_equal(test_ds.X.iloc[:68], base_ds.X.iloc[:68])
+    for feed in ("x_train", "x_val"):
+        for (bx, by), (tx, ty) in zip(getattr(base, feed), getattr(test, feed), strict=True):
+            assert np.array_equal(bx, tx) and np.array_equal(by, ty)
+    assert not test_ds.X.iloc[68:].equals(base_ds.X.iloc[68:])
+    # a changed validation row: the same training rows, fill included
+    pd.testing.assert_frame_equal(val_ds.X.iloc[:56], base_ds.X.iloc[:56])
+
+
+def test_the_season_comes_from_the_frequency_unless_given(tmp_path):
+    path = _csv(tmp_path)  # 80 daily rows, 56 of them training
+    assert load_series(SeriesSpec(path, target="price", date_column="date")).season == 7
+    assert load_series(SeriesSpec(path, target="price", date_column="date", season=0)).season is None
+    assert load_series(SeriesSpec(path, target="price", date_column="date", season=28)).season == 28
+    weekly = _csv(tmp_path, name="weekly.csv", x=lambda f: f.assign(date=pd.date_range(
+        "2020-01-05", periods=len(f), freq="W-SUN").strftime("%Y-%m-%d")))
+    ds = load_series(SeriesSpec(weekly, target="price", date_column="date"))  # 52 > 56 / 2: none, and why
+    assert ds.season is None and ds.season_source.startswith("none (frequency W-SUN has season 52")
+
+    from mlflow_dl.data.series import frequency_season
+
+    assert [frequency_season(f) for f in ("D", "B", "W-SUN", "MS", "QS-OCT", "h", "YS-JAN", "2D", "min")] == [
+        7, 5, 52, 12, 4, 24, None, None, None]
+
+
 def test_served_preprocessing_builds_windows_from_raw_rows(tmp_path):
     spec = SeriesSpec(_csv(tmp_path), target="price", date_column="date", timesteps=4)
     splits = split_series(load_series(spec), spec)
@@ -83,6 +157,7 @@ def test_bundled_series_load_with_their_checks():
     assert load_series(SeriesSpec("macrodata")).season == 4
     sun = load_series(SeriesSpec("sunspots"))
     assert sun.freq.startswith("YS") and list(sun.X.columns) == ["SUNACTIVITY"]
+    assert sun.season is None  # yearly: freq_to_period 1, no season
     with pytest.raises(ValueError, match="missing values in columns: co2"):
         load_series(SeriesSpec("co2"))
     co2 = load_series(SeriesSpec("co2", interpolate=True))
@@ -100,11 +175,15 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD) + ["short split"])
+@pytest.mark.parametrize("case", list(BAD) + ["short split", "long season"])
 def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, case):
     if case == "short split":
-        path, expected = _csv(tmp_path, n=40), "the validation split has 6 rows (of 40), shorter than timesteps + horizon = 9"
-        extra = ["--timesteps", "4,8"]
+        path, expected = _csv(tmp_path, n=40), "the train split has 28 rows (of 40), shorter than timesteps + horizon = 31"
+        extra = ["--timesteps", "4,30"]
+    elif case == "long season":
+        path, extra = _csv(tmp_path), ["--season", "30"]
+        expected = ("season=30 is invalid for a training part of 56 rows; expected 0 (none) or a period from 2 to 28 "
+                    "(two seasons must fit in it)")
     else:
         change, expected = BAD[case]
         path, extra = _csv(tmp_path, **change), []
@@ -117,15 +196,15 @@ def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, case):
 
 
 def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
-    path = _csv(tmp_path, n=90)
+    path = _csv(tmp_path, n=90)  # daily, with a weekly pattern: season 7 without --season
     with pytest.raises(SystemExit) as exit_info:
         main(["rnn-vs-lstm", "--dataset", path, "--target", "price", "--date-column", "date", "--cells", "rnn,lstm",
-              "--timesteps", "6", "--units", "4", "--epochs", "2", "--season", "7", "--patience", "none"])
+              "--timesteps", "3,6", "--units", "4", "--epochs", "1", "--patience", "none"])
     assert exit_info.value.code == 0
     runs = all_runs()
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert sorted(children) == ["lstm-t6", "rnn-t6"]
+    assert sorted(children) == ["lstm-t3", "lstm-t6", "rnn-t3", "rnn-t6"]
     assert all(r.info.status == "FINISHED" for r in runs), [r.data.tags.get("mlflow_dl.error") for r in runs]
     client = mlflow.MlflowClient()
 
@@ -137,8 +216,21 @@ def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
     assert {"plots/profile_series.png", "plots/profile_decomposition.png", "plots/approaches_test_mae.png"} <= plots
     table = pd.read_csv(client.download_artifacts(parent.info.run_id, "results.csv"))
     assert set(table["approach"]) == {"naive", "statistical", "machine learning", "deep learning"}
-    assert list(table["rank"]) == list(range(1, 7)) and table["test_mae"].is_monotonic_increasing
+    assert list(table["rank"]) == list(range(1, 9)) and table["test_mae"].is_monotonic_increasing
     assert table.loc[table["trial"] == "persistence", "test_mase"].item() == pytest.approx(1.0)
+    # the season from the daily frequency: a seasonal naive baseline and a seasonal SARIMAX
+    assert parent.data.params["season"] == "7" and parent.data.params["season_source"] == "frequency D"
+    assert {"seasonal naive (season 7)", "SARIMAX(1,1,1)x(1, 0, 0, 7)"} <= set(table["trial"])
+
+    # every child scored on the same rows: all 14 of validation, all 14 of test, whatever its window
+    scored = {name: {k: v for k, v in r.data.params.items() if k.startswith(("val_", "test_"))}
+              for name, r in children.items()}
+    dates = pd.to_datetime(pd.read_csv(path)["date"])
+    assert scored["rnn-t3"] == scored["rnn-t6"] == scored["lstm-t3"] == scored["lstm-t6"] == {
+        "val_rows": "14", "val_first_target": str(dates[62].date()), "val_last_target": str(dates[75].date()),
+        "test_rows": "14", "test_first_target": str(dates[76].date()), "test_last_target": str(dates[89].date())}
+    naive = {r.data.metrics["persistence_test_mae"] for r in children.values()}
+    assert len(naive) == 1 and naive.pop() == pytest.approx(parent.data.metrics["persistence_test_mae"])
 
     # a child: metrics on the original scale, MASE, diagnostics, forecast plot, a model that takes raw rows
     child = children["lstm-t6"]

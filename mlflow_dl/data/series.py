@@ -2,7 +2,10 @@
 
 A series is rows at equally spaced dates: the dates are parsed, and duplicates,
 unsorted rows, gaps and missing values are errors unless a fill option was asked
-for (`resample` aggregates into a frequency, `interpolate` fills in time).
+for (`resample` aggregates into a frequency, `interpolate` fills them). Filling never
+uses a later part of the chronological split: time interpolation inside the training
+part, the last observed value carried forward after it. The season defaults to the
+one of the frequency (statsmodels' `freq_to_period`: daily 7, weekly 52, ...).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from mlflow_dl.data.datasets import Dataset, _read_csv, _short
 from mlflow_dl.errors import ConfigError, DataError
 
 SCALERS = ("minmax", "standard")
-# name: (default target, season)
-BUNDLED_SERIES = {"co2": ("co2", 52), "macrodata": ("realgdp", 4), "sunspots": ("SUNACTIVITY", None)}
+# name: default target (the season comes from the frequency: co2 weekly 52, macrodata quarterly 4, sunspots none)
+BUNDLED_SERIES = {"co2": "co2", "macrodata": "realgdp", "sunspots": "SUNACTIVITY"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class SeriesSpec:
     date_column: str | None = None
     timesteps: int = 8
     horizon: int = 1
-    season: int | None = None  # None: the bundled default; 0: none
+    season: int | None = None  # None: from the frequency (daily 7, weekly 52, ...); 0: none
     resample: str | None = None
     interpolate: bool = False
     scaler: str = "minmax"
@@ -71,6 +74,7 @@ class SeriesDataset(Dataset):
     dates: pd.DatetimeIndex = None
     freq: str = ""
     season: int | None = None
+    season_source: str = ""  # why this season: given, the frequency's, or why there is none
 
 
 def _bundled(name: str) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
@@ -144,16 +148,29 @@ def _equal_spacing(values: pd.DataFrame, dates: pd.DatetimeIndex, spec: SeriesSp
         if not spec.interpolate:
             counts = ", ".join(f"{c} ({n})" for c, n in nans.items())
             raise DataError(f"{where}: missing values in columns: {counts}; pass --interpolate to fill them in time")
-        values = values.interpolate(method="time", limit_direction="both")
+        values = _fill(values, split_sizes(len(values), spec)[0], where)
     return values
+
+
+def _fill(values: pd.DataFrame, n_train: int, where: str) -> pd.DataFrame:
+    """Missing values filled without a later part: time interpolation inside the training part (both
+    directions, the training rows only), then the last observed value carried forward, so no validation or
+    test value is ever filled from a row after it."""
+    train = values.iloc[:n_train].interpolate(method="time", limit_direction="both")
+    empty = train.columns[train.isna().all()]
+    if len(empty):
+        raise DataError(f"{where}: columns with no value in the training part ({n_train} rows): "
+                        f"{_short(empty)}; nothing to fill them from")
+    filled = pd.concat([train, values.iloc[n_train:]]).ffill()
+    filled.index.freq = values.index.freq
+    return filled
 
 
 def load_series(spec: SeriesSpec) -> SeriesDataset:
     """Load a bundled or CSV series, checked: numeric columns, dates equally spaced, no missing values."""
     if spec.dataset in BUNDLED_SERIES:
         frame, dates = _bundled(spec.dataset)
-        target = spec.target or BUNDLED_SERIES[spec.dataset][0]
-        season = BUNDLED_SERIES[spec.dataset][1] if spec.season is None else spec.season
+        target = spec.target or BUNDLED_SERIES[spec.dataset]
         name, source = spec.dataset, f"statsmodels.datasets.{spec.dataset}"
     else:
         if not os.path.isfile(spec.dataset):
@@ -162,7 +179,7 @@ def load_series(spec: SeriesSpec) -> SeriesDataset:
         frame = _read_csv(spec.dataset)
         dates = _parse_dates(frame, spec.date_column, spec.dataset)
         frame = frame.drop(columns=[spec.date_column])
-        target, season = spec.target, spec.season
+        target = spec.target
         name, source = os.path.splitext(os.path.basename(spec.dataset))[0], os.path.abspath(spec.dataset)
         if not target:
             raise DataError(f"target is missing; a CSV needs --target, one of: {_short(frame.columns)}")
@@ -175,22 +192,64 @@ def load_series(spec: SeriesSpec) -> SeriesDataset:
         raise DataError(f"non-numeric feature columns: {_short(non_numeric)}; encode them as numbers or drop them")
     values = _equal_spacing(frame.astype("float64"), dates, spec, f"dataset={spec.dataset!r}")
     values = values.astype("float32")
-    if season == 0 or (season is not None and season < 2):
-        season = None
     freq = values.index.freqstr or ""
+    season, season_source = resolve_season(spec, freq, split_sizes(len(values), spec)[0])
     return SeriesDataset(name=name, source=source, X=values.reset_index(drop=True),
                          y=values[target].reset_index(drop=True).rename(target), task="regression", classes=None,
-                         dates=pd.DatetimeIndex(values.index), freq=freq, season=season)
+                         dates=pd.DatetimeIndex(values.index), freq=freq, season=season, season_source=season_source)
+
+
+def frequency_season(freq: str) -> int | None:
+    """The season of a regular frequency, as statsmodels' freq_to_period gives it (daily 7, business daily 5,
+    weekly 52, monthly 12, quarterly 4, hourly 24; yearly 1, i.e. none); None for multiples such as 2D and
+    for frequencies it does not know (minutes, seconds)."""
+    from statsmodels.tsa.tsatools import freq_to_period
+
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+        period = freq_to_period(offset) if offset.n == 1 else None
+    except (ValueError, TypeError):
+        period = None
+    return period if period and period >= 2 else None
+
+
+def resolve_season(spec: SeriesSpec, freq: str, n_train: int) -> tuple[int | None, str]:
+    """(season, where it comes from). A season must fit twice in the training part (the decomposition
+    and the seasonal models need two cycles): a given one that does not is an error, the frequency's
+    one falls back to none (the source says so)."""
+    limit = n_train // 2
+    if spec.season is not None:
+        if spec.season == 0:
+            return None, "none (--season 0)"
+        if spec.season < 2 or spec.season > limit:
+            raise DataError(f"season={spec.season!r} is invalid for a training part of {n_train} rows; "
+                            f"expected 0 (none) or a period from 2 to {limit} (two seasons must fit in it)")
+        return spec.season, "given"
+    season = frequency_season(freq)
+    if season is None:
+        return None, f"none (frequency {freq or 'unknown'})"
+    if season > limit:
+        return None, (f"none (frequency {freq} has season {season}, longer than half the training part, "
+                      f"{n_train} rows)")
+    return season, f"frequency {freq}"
+
+
+def split_sizes(n: int, spec: SeriesSpec) -> tuple[int, int, int]:
+    """(train, validation, test) row counts of the chronological split."""
+    n_test = int(math.ceil(n * spec.test_fraction))
+    n_val = int(math.ceil(n * spec.val_fraction))
+    return n - n_val - n_test, n_val, n_test
 
 
 def split_bounds(n: int, spec: SeriesSpec, longest: int | None = None) -> tuple[int, int]:
-    """(end of train, end of validation): chronological, train first; each part must hold one window + horizon."""
-    n_test = int(math.ceil(n * spec.test_fraction))
-    n_val = int(math.ceil(n * spec.val_fraction))
-    sizes = {"train": n - n_val - n_test, "validation": n_val, "test": n_test}
+    """(end of train, end of validation): chronological, train first.
+
+    The training part must hold one window + horizon (its windows stay inside it); validation and
+    test windows take their inputs from the rows before their part, so any row count will do for them.
+    """
+    n_train, n_val, n_test = split_sizes(n, spec)
     need = (longest or spec.timesteps) + spec.horizon
-    for part, size in sizes.items():
-        if size < need:
-            raise DataError(f"the {part} split has {size} rows (of {n}), shorter than timesteps + horizon = {need}; "
-                            "use a longer series, smaller timesteps or other val/test fractions")
-    return sizes["train"], sizes["train"] + n_val
+    if n_train < need:
+        raise DataError(f"the train split has {n_train} rows (of {n}), shorter than timesteps + horizon = {need}; "
+                        "use a longer series, smaller timesteps or other val/test fractions")
+    return n_train, n_train + n_val

@@ -1,8 +1,12 @@
 """Sliding windows without look-ahead, as strided views (nothing copied).
 
-The series is split chronologically first, the scalers are fitted on the
-training rows only, and windows are cut inside each part: no validation or test
-value ever reaches a training input or target.
+The series is split chronologically first and the scalers are fitted on the
+training rows only. Training windows are cut inside the training part. A validation
+or test window takes its inputs from the rows before its target, which may lie in an
+earlier part (inputs from the past are no look-ahead), so the targets of a part are
+every one of its rows, whatever the window length and horizon: all trials of a
+comparison are scored on the same rows, and no validation or test value ever reaches
+a training input or target.
 """
 
 from __future__ import annotations
@@ -30,24 +34,45 @@ def windows(x: np.ndarray, y: np.ndarray, timesteps: int, horizon: int = 1) -> t
     return window_view(x, timesteps)[:max(n, 0)], y[timesteps + horizon - 1:]
 
 
-def target_rows(n: int, timesteps: int, horizon: int = 1) -> np.ndarray:
-    """Row numbers (inside a part of n rows) of the targets its windows predict."""
-    return np.arange(timesteps + horizon - 1, n)
-
-
 @dataclass(frozen=True)
 class SeriesSplits:
-    """Scaled rows of each chronological part, the raw rows, and the preprocessing fitted on train."""
+    """Scaled rows of the whole series and of each chronological part (views of them), the raw rows,
+    and the preprocessing fitted on train."""
 
-    x: dict  # part -> (rows, features) float32, scaled
-    y: dict  # part -> (rows,) float32, scaled target
+    x: dict  # part -> (rows, features) float32, scaled (a view of all_x)
+    y: dict  # part -> (rows,) float32, scaled target (a view of all_y)
     y_original: dict  # part -> (rows,) float64
     raw: dict  # part -> DataFrame of raw rows (original column names)
     dates: dict  # part -> DatetimeIndex
     preprocessing: Preprocessing
+    all_x: np.ndarray  # every row, scaled
+    all_y: np.ndarray
+    all_y_original: np.ndarray  # float64
+    all_dates: pd.DatetimeIndex
+    cuts: dict  # part -> slice of the series' rows
 
     def rows(self, part: str) -> int:
         return len(self.x[part])
+
+
+def part_rows(splits: SeriesSplits, part: str, timesteps: int, horizon: int = 1) -> slice:
+    """The series' rows a part's windows read: the part, and for validation and test the
+    `timesteps + horizon - 1` rows before it (their inputs), so that the part's first row is a target."""
+    cut = splits.cuts[part]
+    return slice(max(cut.start - (timesteps + horizon - 1), 0), cut.stop)
+
+
+def part_windows(splits: SeriesSplits, part: str, timesteps: int, horizon: int = 1):
+    """(windows, targets) of a part, strided views of the whole series' scaled rows."""
+    rows = part_rows(splits, part, timesteps, horizon)
+    return windows(splits.all_x[rows], splits.all_y[rows], timesteps, horizon)
+
+
+def target_index(splits: SeriesSplits, part: str, timesteps: int, horizon: int = 1) -> np.ndarray:
+    """Row numbers in the series of the targets of a part's windows: every row of a validation or test
+    part; the training rows after the first window + horizon."""
+    rows = part_rows(splits, part, timesteps, horizon)
+    return np.arange(rows.start + timesteps + horizon - 1, rows.stop)
 
 
 def split_series(ds: SeriesDataset, spec: SeriesSpec, longest: int | None = None) -> SeriesSplits:
@@ -55,7 +80,7 @@ def split_series(ds: SeriesDataset, spec: SeriesSpec, longest: int | None = None
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
     end_train, end_val = split_bounds(len(ds.X), spec, longest)
-    cuts = {"train": slice(0, end_train), "val": slice(end_train, end_val), "test": slice(end_val, None)}
+    cuts = {"train": slice(0, end_train), "val": slice(end_train, end_val), "test": slice(end_val, len(ds.X))}
     train_rows = ds.X.iloc[cuts["train"]]
     a, b = _affine((MinMaxScaler() if spec.scaler == "minmax" else StandardScaler()).fit(train_rows))
     y = ds.y.to_numpy(np.float64)
@@ -65,26 +90,24 @@ def split_series(ds: SeriesDataset, spec: SeriesSpec, longest: int | None = None
     prep = Preprocessing(columns=tuple(map(str, ds.X.columns)), x_scale=tuple(map(float, a)),
                          x_offset=tuple(map(float, b)), task="regression", target=str(ds.y.name),
                          y_scale=y_scale, y_offset=y_offset, window=spec.timesteps, horizon=spec.horizon)
-    raw = {p: ds.X.iloc[c].reset_index(drop=True) for p, c in cuts.items()}
+    all_x = replace(prep, window=0).transform(ds.X)
+    all_y = ((y - y_offset) / y_scale).astype(np.float32)
     return SeriesSplits(
-        x={p: replace(prep, window=0).transform(raw[p]) for p in PARTS},
-        y={p: ((y[c] - y_offset) / y_scale).astype(np.float32) for p, c in cuts.items()},
+        x={p: all_x[c] for p, c in cuts.items()},
+        y={p: all_y[c] for p, c in cuts.items()},
         y_original={p: y[c] for p, c in cuts.items()},
-        raw=raw,
+        raw={p: ds.X.iloc[c].reset_index(drop=True) for p, c in cuts.items()},
         dates={p: ds.dates[c] for p, c in cuts.items()},
-        preprocessing=prep,
+        preprocessing=prep, all_x=all_x, all_y=all_y, all_y_original=y, all_dates=ds.dates, cuts=cuts,
     )
 
 
 def persistence(splits: SeriesSplits, part: str, timesteps: int, horizon: int) -> np.ndarray:
     """The naive forecast for each window's target: the target's value at the window's last row."""
-    rows = target_rows(splits.rows(part), timesteps, horizon) - horizon
-    return splits.y_original[part][rows]
+    return splits.all_y_original[target_index(splits, part, timesteps, horizon) - horizon]
 
 
 def seasonal_naive(splits: SeriesSplits, part: str, timesteps: int, horizon: int, season: int) -> np.ndarray:
     """The value one season before each target (from the part itself or the observed past before it)."""
-    history = np.concatenate([splits.y_original[p] for p in PARTS[:PARTS.index(part) + 1]])
-    offset = len(history) - splits.rows(part)
-    rows = offset + target_rows(splits.rows(part), timesteps, horizon) - season
-    return pd.Series(history).reindex(rows).to_numpy()
+    rows = target_index(splits, part, timesteps, horizon) - season
+    return pd.Series(splits.all_y_original).reindex(rows).to_numpy()

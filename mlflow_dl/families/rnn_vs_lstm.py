@@ -1,11 +1,13 @@
 """Which recurrent cell, how long a window? SimpleRNN / LSTM / GRU x timesteps on a time series.
 
 Children: one recurrent model per cell x timesteps, trained on windows streamed
-from the training part only. Parent: a profile of the target (series, seasonal
+from the training part only, and scored, whatever their window, on the same targets:
+every row of the validation and test parts (a window's inputs may come from the part
+before). Parent: a profile of the target (series, seasonal
 decomposition, ADF/KPSS), the naive baselines (persistence, seasonal naive), a
 statistical model (SARIMAX, with its AIC) and a machine-learning model (the window
 flattened, with calendar features, into a ridge regression), ranked with the children
-by test MAE.
+by test MAE on those same test rows.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ DEFAULT_CELLS = ("rnn", "lstm")
 DEFAULT_TIMESTEPS = (4, 8, 16)
 AXIS = Axis(key=None, label="cell / timesteps")
 BEATS_TAG = "beats_persistence"
+SEASONAL_AR_MAX = 60  # longer seasons (a daily series' 365) make the state space too big: SARIMAX without one
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class WindowSplits:
     y_test_original: np.ndarray  # the targets of the test windows, original scale
     test_dates: pd.DatetimeIndex  # the dates of those targets
     persistence: np.ndarray  # the naive forecast of each test target
+    scored: dict  # params that say which target rows validation and test scored (rows, first and last date)
     y_train: None = None
     y_val: None = None
     y_test: None = None
@@ -71,20 +75,33 @@ def load_data(spec, trials=()):
 
 
 def window_splits(series, timesteps: int, horizon: int, batch_size: int, seed: int) -> WindowSplits:
-    """Windows of `timesteps` rows cut inside each part (training batches shuffled, seeded)."""
-    from mlflow_dl.data.windows import persistence, target_rows
+    """Windows of `timesteps` rows: training ones inside the training part (batches shuffled, seeded);
+    validation and test ones with a target on every row of their part, inputs from the rows before it."""
+    from mlflow_dl.data.windows import part_rows, persistence
     from mlflow_dl.models.window_feed import WindowBatches
 
     def feed(part, shuffle=False):
-        return WindowBatches(series.x[part], series.y[part], timesteps, horizon, batch_size, shuffle, seed)
+        rows = part_rows(series, part, timesteps, horizon)
+        return WindowBatches(series.all_x[rows], series.all_y[rows], timesteps, horizon, batch_size, shuffle, seed)
 
-    rows = target_rows(series.rows("test"), timesteps, horizon)
     return WindowSplits(
         x_train=feed("train", shuffle=True), x_val=feed("val"), x_test=feed("test"),
         preprocessing=replace(series.preprocessing, window=timesteps, horizon=horizon),
-        raw_test=series.raw["test"], y_test_original=series.y_original["test"][rows],
-        test_dates=series.dates["test"][rows], persistence=persistence(series, "test", timesteps, horizon),
+        raw_test=series.raw["test"], y_test_original=series.y_original["test"],
+        test_dates=series.dates["test"], persistence=persistence(series, "test", timesteps, horizon),
+        scored=scored_rows(series),
     )
+
+
+def scored_rows(series) -> dict[str, str]:
+    """Which target rows validation and test score: their count, first and last date (the same for every
+    window length, so a user can see that the children of a comparison were scored alike)."""
+    out = {}
+    for part in ("val", "test"):
+        dates = series.dates[part]
+        out.update({f"{part}_rows": str(len(dates)), f"{part}_first_target": str(dates[0].date()),
+                    f"{part}_last_target": str(dates[-1].date())})
+    return out
 
 
 def build_model(spec: TrialSpec, splits: WindowSplits):
@@ -118,6 +135,7 @@ def after_fit(model, splits: WindowSplits) -> dict[str, float]:
     from mlflow_dl.tracking import plots, series_plots
 
     run_id = mlflow.active_run().info.run_id
+    mlflow.log_params(splits.scored)
     pred = splits.preprocessing.inverse_y(model.predict(splits.x_test, verbose=0)[:, 0])
     naive_mae = float(np.mean(np.abs(splits.y_test_original - splits.persistence)))
     metrics = forecast_metrics(splits.y_test_original, pred, naive_mae)
@@ -144,6 +162,7 @@ def log_parent(ds, series, trials) -> None:
     from mlflow_dl.tracking import plots, series_plots
 
     y = pd.Series(ds.y.to_numpy(np.float64), index=ds.dates, name=ds.y.name)
+    mlflow.log_params({"season": str(ds.season or 0), "season_source": ds.season_source})
     mlflow.log_metrics({"target_adf_pvalue": _pvalue(lambda: adfuller(y, autolag="AIC")[1]),
                         "target_kpss_pvalue": _pvalue(lambda: kpss(y, regression="c", nlags="auto")[1])})
     bounds = (series.dates["val"][0], series.dates["test"][0])
@@ -159,20 +178,17 @@ def log_parent(ds, series, trials) -> None:
         plots.close(fig)
 
 
-def _statistical(series, longest: int, horizon: int, season: int | None):
-    """SARIMAX(1,1,1) on the target (seasonal AR when the season is short) fitted on train,
-    then filtered over the rest with the same parameters: one-step-ahead forecasts of the test targets."""
+def _statistical(series, season: int | None):
+    """SARIMAX(1,1,1) on the target (with a seasonal AR term up to a season of SEASONAL_AR_MAX rows)
+    fitted on train, then filtered over the rest with the same parameters: one-step-ahead forecasts of
+    every test row."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-    from mlflow_dl.data.windows import target_rows
-
-    train = series.y_original["train"]
-    full = np.concatenate([series.y_original[p] for p in ("train", "val", "test")])
-    seasonal = (1, 0, 0, season) if season and season <= 24 else (0, 0, 0, 0)
-    fit = SARIMAX(train, order=(1, 1, 1), seasonal_order=seasonal).fit(disp=False)
-    start = len(full) - series.rows("test")
-    predicted = fit.apply(full).get_prediction(start=start).predicted_mean
-    return predicted[target_rows(series.rows("test"), longest, horizon)], float(fit.aic), seasonal
+    full = series.all_y_original
+    seasonal = (1, 0, 0, season) if season and season <= SEASONAL_AR_MAX else (0, 0, 0, 0)
+    fit = SARIMAX(series.y_original["train"], order=(1, 1, 1), seasonal_order=seasonal).fit(disp=False)
+    predicted = fit.apply(full).get_prediction(start=series.cuts["test"].start).predicted_mean
+    return predicted, float(fit.aic), seasonal
 
 
 def calendar_features(dates: pd.DatetimeIndex) -> np.ndarray:
@@ -187,11 +203,11 @@ def _ridge(series, longest: int, horizon: int):
     regression fitted on the training windows."""
     from sklearn.linear_model import Ridge
 
-    from mlflow_dl.data.windows import target_rows, windows
+    from mlflow_dl.data.windows import part_windows, target_index
 
     def flat(part):
-        x, y = windows(series.x[part], series.y[part], longest, horizon)
-        when = series.dates[part][target_rows(series.rows(part), longest, horizon)]
+        x, y = part_windows(series, part, longest, horizon)
+        when = series.all_dates[target_index(series, part, longest, horizon)]
         return np.column_stack([x.reshape(len(x), -1), calendar_features(pd.DatetimeIndex(when))]), y
 
     model = Ridge(alpha=1e-3).fit(*flat("train"))
@@ -201,17 +217,16 @@ def _ridge(series, longest: int, horizon: int):
 def rank_table(table: pd.DataFrame, ds, series, trials) -> pd.DataFrame:
     """The children beside the baselines, SARIMAX and the ridge, ranked by test MAE; logged on the parent.
 
-    The parent's rows are scored on the test targets of the longest window (the span every child covers).
+    Every row is scored on the same targets as the children: every row of the test part.
     """
     import mlflow
 
-    from mlflow_dl.data.windows import persistence, seasonal_naive, target_rows
+    from mlflow_dl.data.windows import persistence, seasonal_naive
     from mlflow_dl.tracking import plots, series_plots
 
     longest = max(t.spec.data.timesteps for t in trials)
     horizon = trials[0].spec.data.horizon
-    rows = target_rows(series.rows("test"), longest, horizon)
-    actual = series.y_original["test"][rows]
+    actual = series.y_original["test"]
     naive = persistence(series, "test", longest, horizon)
     naive_mae = float(np.mean(np.abs(actual - naive)))
     # metric prefix: (approach, row name, test forecast)
@@ -222,7 +237,7 @@ def rank_table(table: pd.DataFrame, ds, series, trials) -> pd.DataFrame:
     parent_metrics = {}
     if horizon == 1:
         try:
-            predicted, aic, seasonal = _statistical(series, longest, horizon, ds.season)
+            predicted, aic, seasonal = _statistical(series, ds.season)
             approaches["sarimax"] = ("statistical", f"SARIMAX(1,1,1)x{seasonal}", predicted)
             parent_metrics["sarimax_aic"] = aic
         except (ValueError, np.linalg.LinAlgError) as exc:

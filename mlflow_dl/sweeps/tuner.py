@@ -178,6 +178,7 @@ class _Bridge:
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
                                       input_example=splits.raw_test.head(5 + window), family=FAMILY)
         if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
+            mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
             kwargs.pop("batch_size", None)
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
         try:
