@@ -223,5 +223,10 @@ def test_a_recurrent_search_fits_each_trial_on_its_own_windows(tmp_path):
     for child in children:
         assert child.data.params["data.timesteps"] == child.data.params["hp.timesteps"]
         assert child.data.params["model.cell"] == child.data.params["hp.cell"]
+    # whatever the window, the same validation and test targets: every row of those parts
+    scored = [{k: c.data.params[k] for k in ("val_rows", "val_first_target", "test_rows", "test_last_target")}
+              for c in children]
+    assert scored[0] == scored[1] == {"val_rows": "47", "val_first_target": "1915-01-01", "test_rows": "47",
+                                      "test_last_target": "2008-01-01"}
     parent = mlflow.MlflowClient().get_run(result.parent_run_id)
     assert parent.data.tags["best_run_id"] == result.best_run_id and "test_mae" in parent.data.metrics

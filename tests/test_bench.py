@@ -1,0 +1,19 @@
+"""Benchmarks still run: each one's quick mode, in seconds (their figures belong in bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_windowing_benchmark_runs_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "windowing.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("input: 5,000 rows x 4 features") and "median of 1" in lines[0]
+    assert "peak <= 2x the input met" in lines[-2]  # the windows stream: the 3-D array is never built
+    assert lines[-1].startswith("windowing ratio=")
