@@ -20,8 +20,6 @@ from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.data.series import SeriesDataset, SeriesSpec, split_bounds
 from mlflow_dl.data.split import _affine
 
-PARTS = ("train", "val", "test")
-
 
 def window_view(x: np.ndarray, timesteps: int) -> np.ndarray:
     """(n, features) -> (n - timesteps + 1, timesteps, features), a read-only view of x."""
