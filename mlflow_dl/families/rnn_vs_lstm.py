@@ -96,11 +96,14 @@ def window_splits(series, timesteps: int, horizon: int, batch_size: int, seed: i
 def scored_rows(series) -> dict[str, str]:
     """Which target rows validation and test score: their count, first and last date (the same for every
     window length, so a user can see that the children of a comparison were scored alike)."""
+    def when(ts):  # the day, or the time too for a series finer than daily
+        return str(ts.date()) if ts == ts.normalize() else str(ts)
+
     out = {}
     for part in ("val", "test"):
         dates = series.dates[part]
-        out.update({f"{part}_rows": str(len(dates)), f"{part}_first_target": str(dates[0].date()),
-                    f"{part}_last_target": str(dates[-1].date())})
+        out.update({f"{part}_rows": str(len(dates)), f"{part}_first_target": when(dates[0]),
+                    f"{part}_last_target": when(dates[-1])})
     return out
 
 
