@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, all_runs
 from mlflow_dl.cli import main
 from mlflow_dl.data.series import SeriesSpec, load_series
-from mlflow_dl.data.windows import split_series, windows
+from mlflow_dl.data.windows import part_windows, split_series, target_index, windows
 
 
 def temporalize(X, y, timesteps, horizon=1):
@@ -54,18 +54,16 @@ def _csv(tmp_path, n=80, name="prices.csv", **change):
     return str(path)
 
 
-def test_no_leak_last_training_target_before_first_validation_input(tmp_path):
+def test_no_training_target_is_a_validation_or_test_row(tmp_path):
     spec = SeriesSpec(_csv(tmp_path), target="price", date_column="date", timesteps=5, horizon=2)
     ds = load_series(spec)
     splits = split_series(ds, spec)
-    dates = {p: splits.dates[p] for p in ("train", "val", "test")}
-    # the last training window's target, the first validation window's first input
     n_train = splits.rows("train")
-    last_train_target = dates["train"][n_train - 1]
-    first_val_input = dates["val"][0]
-    assert last_train_target < first_val_input and dates["val"][-1] < dates["test"][0]
-    x_train, y_train = windows(splits.x["train"], splits.y["train"], 5, 2)
-    assert len(y_train) == len(x_train) == n_train - 5 - 2 + 1
+    train_targets = target_index(splits, "train", 5, 2)
+    assert train_targets[-1] == n_train - 1 and len(train_targets) == n_train - 5 - 2 + 1
+    assert splits.dates["train"][-1] < splits.dates["val"][0] and splits.dates["val"][-1] < splits.dates["test"][0]
+    x_train, y_train = part_windows(splits, "train", 5, 2)
+    assert len(y_train) == len(x_train) == len(train_targets) and np.shares_memory(x_train, splits.all_x)
     # the scaler saw the training rows only: train spans [0, 1], later rows may leave it
     assert splits.x["train"].min() == pytest.approx(0) and splits.x["train"].max() == pytest.approx(1)
     assert splits.x["test"][:, 0].max() > 1  # the price trends up past the training range
@@ -196,10 +194,11 @@ def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, case):
 
 
 def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
-    path = _csv(tmp_path, n=90)  # daily, with a weekly pattern: season 7 without --season
+    # daily with a weekly pattern (season 7 without --season); gaps at both split edges, filled
+    path = _csv(tmp_path, n=90, x=lambda f: f.drop(index=[61, 62, 76]))
     with pytest.raises(SystemExit) as exit_info:
         main(["rnn-vs-lstm", "--dataset", path, "--target", "price", "--date-column", "date", "--cells", "rnn,lstm",
-              "--timesteps", "3,6", "--units", "4", "--epochs", "1", "--patience", "none"])
+              "--timesteps", "3,6", "--units", "4", "--epochs", "1", "--patience", "none", "--interpolate"])
     assert exit_info.value.code == 0
     runs = all_runs()
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -225,7 +224,7 @@ def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
     # every child scored on the same rows: all 14 of validation, all 14 of test, whatever its window
     scored = {name: {k: v for k, v in r.data.params.items() if k.startswith(("val_", "test_"))}
               for name, r in children.items()}
-    dates = pd.to_datetime(pd.read_csv(path)["date"])
+    dates = pd.date_range("2020-01-01", periods=90, freq="D")
     assert scored["rnn-t3"] == scored["rnn-t6"] == scored["lstm-t3"] == scored["lstm-t6"] == {
         "val_rows": "14", "val_first_target": str(dates[62].date()), "val_last_target": str(dates[75].date()),
         "test_rows": "14", "test_first_target": str(dates[76].date()), "test_last_target": str(dates[89].date())}
