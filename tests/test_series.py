@@ -218,7 +218,7 @@ def test_rnn_vs_lstm_sweep_end_to_end(tmp_path, capsys):
     assert list(table["rank"]) == list(range(1, 9)) and table["test_mae"].is_monotonic_increasing
     assert table.loc[table["trial"] == "persistence", "test_mase"].item() == pytest.approx(1.0)
     # the season from the daily frequency: a seasonal naive baseline and a seasonal SARIMAX
-    assert parent.data.params["season"] == "7" and parent.data.params["season_source"] == "frequency D"
+    assert parent.data.params["season_used"] == "7" and parent.data.params["season_source"] == "frequency D"
     assert {"seasonal naive (season 7)", "SARIMAX(1,1,1)x(1, 0, 0, 7)"} <= set(table["trial"])
 
     # every child scored on the same rows: all 14 of validation, all 14 of test, whatever its window
@@ -278,6 +278,8 @@ def test_rnn_vs_lstm_entry_point_through_mlflow_run(tracking_store):
     assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
     assert {r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags} == {"rnn-t4", "gru-t4"}
     assert all(r.data.tags["mlflow_dl.family"] == "rnn_vs_lstm" for r in runs)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.params["season_used"] == "4" and parent.data.params["season_source"] == "frequency QS-JAN"
 
 
 @pytest.mark.parametrize("flatten", [False, True])

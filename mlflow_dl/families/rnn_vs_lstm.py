@@ -165,7 +165,8 @@ def log_parent(ds, series, trials) -> None:
     from mlflow_dl.tracking import plots, series_plots
 
     y = pd.Series(ds.y.to_numpy(np.float64), index=ds.dates, name=ds.y.name)
-    mlflow.log_params({"season": str(ds.season or 0), "season_source": ds.season_source})
+    # not `season`: under `mlflow run` that is the MLproject parameter as given (often empty)
+    mlflow.log_params({"season_used": str(ds.season or 0), "season_source": ds.season_source})
     mlflow.log_metrics({"target_adf_pvalue": _pvalue(lambda: adfuller(y, autolag="AIC")[1]),
                         "target_kpss_pvalue": _pvalue(lambda: kpss(y, regression="c", nlags="auto")[1])})
     bounds = (series.dates["val"][0], series.dates["test"][0])
