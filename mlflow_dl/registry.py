@@ -120,11 +120,15 @@ def _model_info(uri: str):
 
 
 def input_columns(info) -> tuple[str, ...] | None:
-    """The raw columns a logged model takes (mlflow-dl metadata, else the signature's names)."""
+    """The raw columns a logged model takes (mlflow-dl metadata, else the signature's names); for a
+    model on named tensors, each input's name, type and shape ("a: float32(-1, 3)"), so that a
+    champion on other shapes is a signature change."""
     meta = (info.metadata or {}).get("mlflow_dl") or {}
     if meta.get("input_columns"):
         return tuple(meta["input_columns"])
     schema = info.signature.inputs if info.signature is not None else None
+    if schema is not None and schema.is_tensor_spec():
+        return tuple(f"{spec.name or 'input'}: {spec.type}{spec.shape}" for spec in schema.inputs)
     if schema is not None and schema.has_input_names():
         return tuple(schema.input_names())
     return None

@@ -27,7 +27,7 @@ import pandas as pd
 
 from mlflow_dl import heap, tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
-from mlflow_dl.tracking import model_logging, plots, runs, spool
+from mlflow_dl.tracking import model_logging, plots, runs, spool, tensor_inputs
 from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
@@ -401,20 +401,27 @@ class MlflowCallback(keras.callbacks.Callback):
         self._stage_pending = False
         serving = self._serving()
         if serving is None:
-            return ("the model takes no single table of columns; MlflowCallback(preprocessing=...) says what "
-                    "it takes; the weights are in checkpoints/best.keras")
-        self._staged = _in_background(model_logging.stage_pipeline_model, self.run_id, *serving)
+            return ("the model's inputs cannot be told (a subclassed model whose call takes several arrays); "
+                    "MlflowCallback(preprocessing=...) says what it takes; the weights are in checkpoints/best.keras")
+        stage, args = serving
+        self._staged = _in_background(stage, self.run_id, *args, model_logging.custom_objects(self.model))
         return None
 
     def _serving(self):
-        """The preprocessing the served model applies, an input example and the signature of the
-        model's output on it; None when there is none to serve with (no preprocessing given and
-        more than one flat input)."""
+        """How the served model is staged, and from what: (stage function, its arguments after the run
+        id). Rows of columns (the preprocessing given, or one 2-D input): the raw-row pyfunc, with an
+        input example and the signature of the model's output on it. Anything else (several inputs,
+        sequences, images): named tensors (tensor_inputs). None when the inputs cannot be told."""
         prep, example = self.preprocessing, self.input_example
         if prep is None:
-            inputs = getattr(self.model, "inputs", None)  # a subclassed model declares none
-            if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 2:
+            inputs = tensor_inputs.model_inputs(self.model)
+            if inputs is None:
                 return None
+            if not tensor_inputs.is_table(inputs):
+                x = tensor_inputs.example(inputs)
+                names = getattr(self.model, "output_names", None)
+                signature = tensor_inputs.signature(inputs, self._output_like(x), names)
+                return model_logging.stage_tensor_model, (signature, x, tensor_inputs.keyed(self.model))
             n = int(inputs[0].shape[-1])
             prep = Preprocessing(columns=tuple(f"f{i}" for i in range(n)), x_scale=(1.0,) * n,
                                  x_offset=(0.0,) * n, task="raw", target="output")
@@ -422,9 +429,9 @@ class MlflowCallback(keras.callbacks.Callback):
             example = pd.DataFrame(np.zeros((1, len(prep.columns))), columns=list(prep.columns))
         example = example.head(5 + prep.window)  # a time-series model needs `window` rows per prediction
         output = prep.outputs(self._output_like(prep.transform(example)))
-        return prep, example, model_logging.output_signature(example, output)
+        return model_logging.stage_pipeline_model, (prep, example, model_logging.output_signature(example, output))
 
-    def _output_like(self, x) -> np.ndarray:
+    def _output_like(self, x):
         """Zeros shaped and typed like the model's output on `x`: the signature needs the output's
         columns and types, not its values, and a model's first eager call costs 35-70 ms at the start
         of fit. A model without one static output (subclassed, several outputs) is called directly
@@ -435,7 +442,7 @@ class MlflowCallback(keras.callbacks.Callback):
         except (AttributeError, ValueError, TypeError):  # no static outputs, or several
             shape = (None,)
         if None in shape:
-            return keras.ops.convert_to_numpy(self.model(x, training=False))
+            return keras.tree.map_structure(keras.ops.convert_to_numpy, self.model(x, training=False))
         rows = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
         return np.zeros((rows, *shape), dtype=out.dtype)
 

@@ -1,6 +1,6 @@
-"""Log a Keras model with its preprocessing as one MLflow pyfunc model, in two steps.
+"""Log a Keras model as one MLflow pyfunc model (with its preprocessing, or on named tensors), in two steps.
 
-`stage_pipeline_model` runs while the model trains (logged model created, files
+`stage_pipeline_model` / `stage_tensor_model` run while the model trains (logged model created, files
 that do not depend on the weights uploaded); `finish_pipeline_model` runs after
 fit (the Keras file and MLmodel uploaded, the model READY and linked to its run).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,8 @@ from mlflow.utils.file_utils import get_total_file_size
 from mlflow_dl.data import preprocessing as preprocessing_module
 from mlflow_dl.data.preprocessing import Preprocessing
 
-MODEL_CODE = os.path.join(os.path.dirname(__file__), "pyfunc_model.py")
+MODEL_CODE = os.path.join(os.path.dirname(__file__), "pyfunc_model.py")  # rows of raw columns
+TENSOR_MODEL_CODE = os.path.join(os.path.dirname(__file__), "tensor_model.py")  # named tensors
 
 
 def _index_installed_packages() -> None:
@@ -104,34 +106,84 @@ def output_signature(input_example: pd.DataFrame, output_example: pd.DataFrame) 
 
 
 def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.DataFrame,
-                         signature: ModelSignature) -> StagedModel:
+                         signature: ModelSignature, custom_objects: dict[str, str] | None = None) -> StagedModel:
     """While the model trains: create the run's logged model and upload what does not depend on the
     weights (code, preprocessing, requirements, input example), so that after fit only the Keras
     file and MLmodel are left (finish_pipeline_model).
     """
+    def extra(root):
+        prep_path = os.path.join(root, "preprocessing.json")
+        with open(prep_path, "w") as f:
+            f.write(prep.to_json())
+        code_path = os.path.join(root, "mlflow_dl_preprocessing.py")
+        shutil.copyfile(preprocessing_module.__file__, code_path)
+        return {"preprocessing": prep_path}, [code_path]
+
+    return _stage(run_id, MODEL_CODE, signature, input_example.astype("float64"), _pyfunc_metadata(prep),
+                  _custom(custom_objects), extra)
+
+
+def stage_tensor_model(run_id: str, signature: ModelSignature, input_example, keyed: bool,
+                       custom_objects: dict[str, str] | None = None) -> StagedModel:
+    """The same for a model that takes named tensors (several inputs, sequences, images): the
+    request's arrays, checked against the tensor `signature`, go to the network as a dict (`keyed`)
+    or in the signature's order."""
+    specs = signature.inputs.inputs
+    metadata = {"mlflow_dl": {"input_tensors": {s.name or "": [str(s.type), *s.shape] for s in specs}}}
+    config = {"inputs": [s.name for s in specs], "keyed": keyed}
+    return _stage(run_id, TENSOR_MODEL_CODE, signature, input_example, metadata,
+                  {**config, **_custom(custom_objects)}, lambda root: ({}, []))
+
+
+def _custom(custom: dict[str, str] | None) -> dict:
+    return {"custom_objects": custom} if custom else {}
+
+
+def custom_objects(model) -> dict[str, str]:
+    """Keras' name -> "module:Class" of the model's classes that are not Keras' own (a subclassed model, custom
+    layers): the served model imports them before loading the Keras file (with safe_mode=True)."""
+    import keras
+
+    out = {}
+    for obj in [model, *getattr(model, "layers", [])]:
+        cls = type(obj)
+        if cls.__module__.split(".")[0] not in ("keras", "tf_keras", "tensorflow"):
+            out[keras.saving.get_registered_name(cls)] = f"{cls.__module__}:{cls.__qualname__}"
+    return out
+
+
+def _module_files(custom: dict[str, str]) -> list[str]:
+    """The files of top-level modules defining custom classes, shipped with the model (a package or a
+    notebook's __main__ is not: the serving environment must provide it)."""
+    files = []
+    for module in sorted({where.partition(":")[0] for where in custom.values()}):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        if "." not in module and module != "__main__" and path and path.endswith(".py"):
+            files.append(path)
+    return files
+
+
+def _stage(run_id, code, signature, input_example, metadata, model_config, extra) -> StagedModel:
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=run.info.experiment_id,
                                             params=dict(run.data.params))
     root = tempfile.mkdtemp(prefix="mlflow-dl-model-")
     try:
-        prep_path = os.path.join(root, "preprocessing.json")
-        with open(prep_path, "w") as f:
-            f.write(prep.to_json())
-        code_path = os.path.join(root, "mlflow_dl_preprocessing.py")
-        shutil.copyfile(preprocessing_module.__file__, code_path)
+        artifacts, code_paths = extra(root)
         placeholder = os.path.join(root, KERAS_FILE)  # replaced by the trained weights
         open(placeholder, "wb").close()
         path = os.path.join(root, "model")
         mlflow.pyfunc.save_model(
             path,
-            python_model=MODEL_CODE,
-            artifacts={"keras_model": placeholder, "preprocessing": prep_path},
-            code_paths=[code_path],
+            python_model=code,
+            artifacts={"keras_model": placeholder, **artifacts},
+            code_paths=code_paths + _module_files(model_config.get("custom_objects") or {}) or None,
             signature=signature,
-            input_example=input_example.astype("float64"),
+            input_example=input_example,
             pip_requirements=pip_requirements(),
-            metadata=_pyfunc_metadata(prep),
+            metadata=metadata,
+            model_config=model_config or None,
             mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
                                model_id=logged.model_id),
         )

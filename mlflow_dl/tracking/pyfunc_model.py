@@ -6,6 +6,8 @@ name `mlflow_dl_preprocessing`. Requests hold raw rows with the original column
 names; the model applies the training-time preprocessing itself.
 """
 
+import importlib
+
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -21,7 +23,11 @@ class KerasPipelineModel(PythonModel):
         from mlflow_dl_preprocessing import InputError, Preprocessing
 
         self._input_error = InputError
-        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False, safe_mode=True)
+        # a subclassed model's or custom layer's class, from the code shipped with the model
+        custom = {name: getattr(importlib.import_module(where.partition(":")[0]), where.partition(":")[2])
+                  for name, where in ((context.model_config or {}).get("custom_objects") or {}).items()}
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], custom_objects=custom, compile=False,
+                                             safe_mode=True)
         with open(context.artifacts["preprocessing"]) as f:
             self.prep = Preprocessing.from_json(f.read())
 

@@ -1,0 +1,170 @@
+"""Every model autolog sees gets a servable model: named tensors for several inputs, sequences,
+images and a subclassed model, answered by a real `mlflow models serve`, and promotable."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+import mlflow_dl
+from autolog_user_models import WindowRegressor
+from conftest import free_port, wait_http
+from mlflow_dl.cli import main
+
+
+@pytest.fixture
+def autologged():
+    mlflow_dl.autolog()
+    yield
+    mlflow_dl.autolog(disable=True)
+
+
+RNG = np.random.default_rng(0)
+
+
+def two_inputs(keyed: bool):
+    """The lecture's two-input Functional model: two branches joined with concatenate."""
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    joined = keras.layers.concatenate([keras.layers.Dense(4, activation="relu")(a), b])
+    model = keras.Model({"a": a, "b": b} if keyed else [a, b], keras.layers.Dense(1)(joined))
+    model.compile(optimizer="adam", loss="mse")
+    xa, xb = RNG.normal(size=(48, 3)).astype("float32"), RNG.normal(size=(48, 2)).astype("float32")
+    y = xa.sum(axis=1) - xb[:, 0]
+    return model, ({"a": xa, "b": xb} if keyed else [xa, xb]), y, {"a": xa[:4], "b": xb[:4]}
+
+
+def sine_windows(timesteps=8, n=48):
+    """Windows of a sine series (rows, timesteps, 1) and the value after each."""
+    series = np.sin(np.arange(n + timesteps) / 3.0).astype("float32")
+    windows = np.lib.stride_tricks.sliding_window_view(series[:-1], timesteps)[:n, :, None]
+    return np.ascontiguousarray(windows), series[timesteps:timesteps + n]
+
+
+def recurrent(cell, name=None):
+    """The lecture's stacks: a recurrent layer with return_sequences=True under a second one."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 1), **({"name": name} if name else {})),
+                              cell(6, return_sequences=True), cell(4), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    x, y = sine_windows()
+    return model, x, y, x[:5]
+
+
+def images():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1), name="image"), keras.layers.Conv2D(3, 3, activation="relu"),
+                              keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = RNG.random((40, 8, 8, 1)).astype("float32")
+    return model, x, (x.mean(axis=(1, 2, 3)) > 0.5).astype("int64"), x[:3]
+
+
+def subclassed():
+    keras.utils.set_random_seed(0)
+    model = WindowRegressor()
+    model.compile(optimizer="adam", loss="mse")
+    x, y = sine_windows()
+    return model, x, y, x[:4]
+
+
+KINDS = {
+    "two-inputs-list": lambda: two_inputs(keyed=False),
+    "two-inputs-dict": lambda: two_inputs(keyed=True),
+    "simple-rnn": lambda: recurrent(keras.layers.SimpleRNN, name="window"),
+    "lstm": lambda: recurrent(keras.layers.LSTM),  # an unnamed keras.Input: its layer's name
+    "conv2d": images,
+    "subclassed": subclassed,
+}
+
+
+def fit_under_autolog(kind):
+    """The user's fit under autolog, in a run named after the kind; returns the run id, the model
+    and the request's arrays."""
+    model, x, y, request = KINDS[kind]()
+    with mlflow.start_run(run_name=kind) as run:
+        model.fit(x, y, validation_split=0.25, epochs=2, batch_size=8, verbose=0)
+    return run.info.run_id, model, request
+
+
+def body(kind, request, names):
+    """The request a user writes from the signature: TF-serving `inputs` (columns) or `instances` (rows)."""
+    if names is None:  # a subclassed model's one unnamed input
+        return {"inputs": request.tolist()}
+    arrays = request if isinstance(request, dict) else {names[0]: request}
+    if kind in ("two-inputs-dict", "lstm"):
+        rows = len(next(iter(arrays.values())))
+        return {"instances": [{k: v[i].tolist() for k, v in arrays.items()} for i in range(rows)]}
+    return {"inputs": {k: v.tolist() for k, v in arrays.items()}}
+
+
+def post(url, payload):
+    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return np.asarray(json.loads(resp.read())["predictions"])
+
+
+@contextlib.contextmanager
+def scoring_servers(uris, tracking_uri, cwd):
+    """`mlflow models serve --env-manager local` for each model at once, each on a free loopback port."""
+    procs = {}
+    try:
+        for key, uri in uris.items():
+            port = free_port()
+            procs[key] = (f"http://127.0.0.1:{port}", subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(port)], env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+                cwd=cwd, stdout=open(os.path.join(cwd, f"serve-{key}.log"), "w"), stderr=subprocess.STDOUT,
+                start_new_session=True))
+        for url, proc in procs.values():
+            wait_http(f"{url}/ping", timeout=300, proc=proc)
+        yield {key: url for key, (url, _) in procs.items()}
+    finally:
+        for _, proc in procs.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in procs.values():
+            proc.wait(30)
+
+
+@pytest.mark.slow
+def test_every_model_kind_is_served_and_answers_like_predict(autologged, tracking_store, tmp_path):
+    fitted = {kind: fit_under_autolog(kind) for kind in KINDS}
+    names = {}
+    for kind, (run_id, _, _) in fitted.items():
+        run = mlflow.get_run(run_id)
+        assert "mlflow_dl.model_skipped" not in run.data.tags, (kind, run.data.tags)
+        signature = mlflow.models.get_model_info(f"runs:/{run_id}/model").signature
+        assert signature.inputs.is_tensor_spec(), kind
+        names[kind] = signature.inputs.input_names() if signature.inputs.has_input_names() else None
+    assert names["two-inputs-list"] == names["two-inputs-dict"] == ["a", "b"]
+    assert names["simple-rnn"] == ["window"] and names["conv2d"] == ["image"]
+    assert names["lstm"][0].startswith("input_layer") and names["subclassed"] is None
+    uris = {kind: f"runs:/{run_id}/model" for kind, (run_id, _, _) in fitted.items()}
+    with scoring_servers(uris, tracking_store, str(tmp_path)) as urls:
+        for kind, (_, model, request) in fitted.items():
+            got = post(urls[kind], body(kind, request, names[kind]))
+            want = model.predict(request, verbose=0)
+            assert got.shape == want.shape, kind
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=kind)
+
+
+def test_a_two_input_run_is_promoted_and_the_champion_predicts(autologged, capsys):
+    experiment = mlflow.set_experiment("own-code")
+    run_id, model, request = fit_under_autolog("two-inputs-list")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["promote", "--experiment", experiment.name, "--model-name", "two-inputs"])
+    assert exit_info.value.code == 0, capsys.readouterr()
+    assert f"run {run_id}" in capsys.readouterr().out
+    champion = mlflow.pyfunc.load_model("models:/two-inputs@champion")
+    assert [str(s.shape) for s in champion.metadata.get_input_schema().inputs] == ["(-1, 3)", "(-1, 2)"]
+    np.testing.assert_allclose(champion.predict(request), model.predict(request, verbose=0), rtol=1e-5)
