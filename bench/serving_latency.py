@@ -9,6 +9,7 @@ arm, interleaved: 500 sequential one-row requests and 50 requests of 1,000 rows.
 Last line: stock p50 / mlflow-dl p50 for one row.
 
     python bench/serving_latency.py [--repeats 3] [--epochs 20]
+    python bench/serving_latency.py --quick   # seconds: does it still run? (tests/test_bench_quick.py)
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 repeat, 1 epoch, 20 one-row and 3 requests of 100 rows: checks that it runs, "
+                             "its figures mean nothing")
     args = parser.parse_args()
+    one_row, big_requests, big_rows, warm = (20, 3, 100, 2) if args.quick else (500, 50, 1000, 5)
+    if args.quick:
+        args.repeats, args.epochs = 1, 1
     import keras
     import mlflow
     import numpy as np
@@ -78,6 +85,7 @@ def main() -> None:
     from mlflow_dl.data.preprocessing import Preprocessing
     from mlflow_dl.families.train import train
     from mlflow_dl.registry import promote
+    from mlflow_dl.tracking.model_logging import KERAS_FILE, pip_requirements
 
     root = tempfile.mkdtemp(prefix="b6-")
     uri = f"sqlite:///{root}/mlflow.db"
@@ -88,7 +96,7 @@ def main() -> None:
     promote("b6", "b6-mlflow-dl")
     # the same weights, logged with the stock flavour (it sees the scaled matrix, no preprocessing)
     model_dir = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", dst_path=root)
-    kmodel = keras.saving.load_model(f"{model_dir}/artifacts/best.keras", safe_mode=True)
+    kmodel = keras.saving.load_model(f"{model_dir}/artifacts/{KERAS_FILE}", safe_mode=True)
     with open(f"{model_dir}/artifacts/preprocessing.json") as f:
         prep = Preprocessing.from_json(f.read())
     raw = load_dataset("breast_cancer").X
@@ -98,11 +106,13 @@ def main() -> None:
         # the keras flavour needs a tensor signature, so the stock arm gets {"inputs": [[...]]} requests
         example = scaled.head(5).to_numpy()
         signature = mlflow.models.infer_signature(example, kmodel.predict_on_batch(example))
-        mlflow.keras.log_model(kmodel, name="model", signature=signature, registered_model_name="b6-stock")
+        # (explicit pins, as mlflow-dl's: inferring them costs seconds and changes nothing served)
+        mlflow.keras.log_model(kmodel, name="model", signature=signature, registered_model_name="b6-stock",
+                               pip_requirements=pip_requirements())
     mlflow.MlflowClient().set_registered_model_alias("b6-stock", "champion", "1")
 
     rng = np.random.default_rng(0)
-    big = rng.integers(0, len(raw), 1000)
+    big = rng.integers(0, len(raw), big_rows)
     bodies = {"mlflow-dl": (split(raw.iloc[[0]]), split(raw.iloc[big])),
               "stock": (tensor(scaled.iloc[[0]]), tensor(scaled.iloc[big]))}
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -112,21 +122,21 @@ def main() -> None:
             scoring_server("models:/b6-stock@champion", env) as stock:
         urls = {"mlflow-dl": ours, "stock": stock}
         for arm, url in urls.items():  # warm up (first call traces the graph)
-            for _ in range(5):
+            for _ in range(warm):
                 post(url, bodies[arm][0])
                 post(url, bodies[arm][1])
         for _ in range(args.repeats):
             for arm, url in urls.items():
-                one[arm].append(statistics.median(post(url, bodies[arm][0]) for _ in range(500)))
-                thousand[arm].append(statistics.median(post(url, bodies[arm][1]) for _ in range(50)))
+                one[arm].append(statistics.median(post(url, bodies[arm][0]) for _ in range(one_row)))
+                thousand[arm].append(statistics.median(post(url, bodies[arm][1]) for _ in range(big_requests)))
     p50 = {arm: statistics.median(v) * 1000 for arm, v in one.items()}
     p50k = {arm: statistics.median(v) * 1000 for arm, v in thousand.items()}
     for arm in bodies:
-        print(f"{arm}: one row p50 {p50[arm]:.2f} ms; 1,000 rows p50 {p50k[arm]:.1f} ms "
-              f"(median over {args.repeats} repeats of 500 / 50 requests)")
+        print(f"{arm}: one row p50 {p50[arm]:.2f} ms; {big_rows:,} rows p50 {p50k[arm]:.1f} ms "
+              f"(median over {args.repeats} repeats of {one_row} / {big_requests} requests)")
     print(f"serving_latency ratio={p50['stock'] / p50['mlflow-dl']:.2f} (stock {p50['stock']:.2f} ms / "
-          f"mlflow-dl {p50['mlflow-dl']:.2f} ms one-row p50; 1,000 rows: stock {p50k['stock']:.1f} ms, "
-          f"mlflow-dl {p50k['mlflow-dl']:.1f} ms)")
+          f"mlflow-dl {p50['mlflow-dl']:.2f} ms one-row p50; {big_rows:,} rows: stock {p50k['stock']:.1f} ms, "
+          f"mlflow-dl {p50k['mlflow-dl']:.1f} ms{'; --quick: not a measurement' if args.quick else ''})")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ def model_inputs(model) -> tuple[TensorInput, ...] | None:
         struct = getattr(model, "input", None)
         if isinstance(struct, dict):  # keras.Model({"a": a, "b": b}, ...): fit and predict take these keys
             return tuple(TensorInput(str(k), _shape(t.shape), str(t.dtype)) for k, t in struct.items())
-        return tuple(TensorInput(name, _shape(t.shape), str(t.dtype))
-                     for name, t in zip(_input_names(model, declared), declared))
+        table = len(declared) == 1 and len(declared[0].shape) == 2  # served as rows: no names needed
+        names = [t.name for t in declared] if table else _input_names(model, declared)  # (get_config: ms)
+        return tuple(TensorInput(name, _shape(t.shape), str(t.dtype)) for name, t in zip(names, declared))
     if not model.built:
         return None
     config = model.get_build_config() or {}
