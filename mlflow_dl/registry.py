@@ -146,15 +146,40 @@ def check_safe_load(run_id: str, artifact_path: str = "model") -> None:
                                  f"expected a model logged by mlflow-dl")
         import keras
 
+        custom = _shipped_classes(run_id, root)
         for path in files:
             try:
-                keras.saving.load_model(path, compile=False, safe_mode=True)
+                keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=True)
             except Exception as exc:  # Lambda layers raise ValueError, unknown objects TypeError
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise PromotionError(
                     f"run {run_id}: {os.path.basename(path)} does not load with keras safe_mode=True "
                     f"({type(exc).__name__}: {first[:300]}); expected a model without Lambda layers "
                     f"or unregistered custom objects") from None
+
+
+def _shipped_classes(run_id: str, root: str) -> dict:
+    """The classes a model names in its config as custom objects (a subclassed model, custom layers),
+    imported from the code it ships, as the served model does: Keras cannot load it without them."""
+    import importlib
+    import sys
+
+    from mlflow.models import Model
+
+    conf = Model.load(root).flavors.get("python_function", {})
+    where = (conf.get("config") or {}).get("custom_objects") or {}  # the pyfunc's model_config
+    if not where:
+        return {}
+    code = os.path.join(root, conf.get("code") or "code")
+    sys.path.insert(0, code)
+    try:
+        return {name: getattr(importlib.import_module(w.partition(":")[0]), w.partition(":")[2], None)
+                for name, w in where.items()}
+    except ImportError as exc:
+        raise PromotionError(f"run {run_id}: the module of the model's classes {sorted(where)} does not import "
+                             f"({exc}); expected it in the model's code/ or installed") from None
+    finally:
+        sys.path.remove(code)
 
 
 def _champion(client, model_name: str, alias: str):

@@ -158,13 +158,18 @@ def test_every_model_kind_is_served_and_answers_like_predict(autologged, trackin
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=kind)
 
 
-def test_a_two_input_run_is_promoted_and_the_champion_predicts(autologged, capsys):
-    experiment = mlflow.set_experiment("own-code")
-    run_id, model, request = fit_under_autolog("two-inputs-list")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["promote", "--experiment", experiment.name, "--model-name", "two-inputs"])
-    assert exit_info.value.code == 0, capsys.readouterr()
-    assert f"run {run_id}" in capsys.readouterr().out
-    champion = mlflow.pyfunc.load_model("models:/two-inputs@champion")
-    assert [str(s.shape) for s in champion.metadata.get_input_schema().inputs] == ["(-1, 3)", "(-1, 2)"]
-    np.testing.assert_allclose(champion.predict(request), model.predict(request, verbose=0), rtol=1e-5)
+def test_tensor_input_runs_are_promoted_and_their_champions_predict(autologged, capsys):
+    """A two-input model, and a subclassed one whose class Keras can only load from the code the model ships."""
+    for kind, name in (("two-inputs-list", "two-inputs"), ("subclassed", "own-windows")):
+        experiment = mlflow.set_experiment(name)
+        run_id, model, request = fit_under_autolog(kind)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["promote", "--experiment", experiment.name, "--model-name", name])
+        out = capsys.readouterr()
+        assert exit_info.value.code == 0, out
+        assert f"{name}@champion -> version 1 (run {run_id}" in out.out
+        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        np.testing.assert_allclose(champion.predict(request), model.predict(request, verbose=0), rtol=1e-5)
+    shapes = [str(s.shape) for s in mlflow.pyfunc.load_model("models:/two-inputs@champion").metadata
+              .get_input_schema().inputs]
+    assert shapes == ["(-1, 3)", "(-1, 2)"]

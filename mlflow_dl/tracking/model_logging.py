@@ -129,7 +129,8 @@ def stage_tensor_model(run_id: str, signature: ModelSignature, input_example, ke
     request's arrays, checked against the tensor `signature`, go to the network as a dict (`keyed`)
     or in the signature's order."""
     specs = signature.inputs.inputs
-    metadata = {"mlflow_dl": {"input_tensors": {s.name or "": [str(s.type), *s.shape] for s in specs}}}
+    metadata = {"mlflow_dl": {"input_tensors": [{"name": s.name, "dtype": str(s.type), "shape": list(s.shape)}
+                                                for s in specs]}}
     config = {"inputs": [s.name for s in specs], "keyed": keyed}
     return _stage(run_id, TENSOR_MODEL_CODE, signature, input_example, metadata,
                   {**config, **_custom(custom_objects)}, lambda root: ({}, []))
