@@ -18,3 +18,14 @@ class WindowRegressor(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+class TwoPartRegressor(keras.Model):
+    """No declared inputs, called with a dict of two arrays."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.joined, self.out = keras.layers.Concatenate(), keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.joined([x["prices"], x["volumes"]]))

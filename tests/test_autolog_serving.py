@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mlflow_dl
-from autolog_user_models import WindowRegressor
+from autolog_user_models import TwoPartRegressor, WindowRegressor
 from conftest import free_port, wait_http
 from mlflow_dl.cli import main
 
@@ -173,3 +173,16 @@ def test_tensor_input_runs_are_promoted_and_their_champions_predict(autologged, 
     shapes = [str(s.shape) for s in mlflow.pyfunc.load_model("models:/two-inputs@champion").metadata
               .get_input_schema().inputs]
     assert shapes == ["(-1, 3)", "(-1, 2)"]
+
+
+def test_a_subclassed_model_called_with_a_dict_takes_one_named_tensor_per_key(autologged):
+    keras.utils.set_random_seed(0)
+    model = TwoPartRegressor()
+    model.compile(optimizer="adam", loss="mse")
+    x = {"prices": RNG.normal(size=(32, 3)).astype("float32"), "volumes": RNG.normal(size=(32, 2)).astype("float32")}
+    with mlflow.start_run() as run:
+        model.fit(x, x["prices"].sum(axis=1), validation_split=0.25, epochs=2, verbose=0)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert served.metadata.get_input_schema().input_names() == ["prices", "volumes"]
+    request = {k: v[:4] for k, v in x.items()}
+    np.testing.assert_allclose(served.predict(request), model.predict(request, verbose=0), rtol=1e-5)
