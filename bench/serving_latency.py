@@ -9,7 +9,7 @@ arm, interleaved: 500 sequential one-row requests and 50 requests of 1,000 rows.
 Last line: stock p50 / mlflow-dl p50 for one row.
 
     python bench/serving_latency.py [--repeats 3] [--epochs 20]
-    python bench/serving_latency.py --quick   # seconds: does it still run? (tests/test_bench_quick.py)
+    python bench/serving_latency.py --quick   # seconds: does it still run? (tests/test_bench.py)
 """
 
 from __future__ import annotations

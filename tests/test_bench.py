@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -17,3 +20,13 @@ def test_windowing_benchmark_runs_in_quick_mode():
     assert lines[0].startswith("input: 5,000 rows x 4 features") and "median of 1" in lines[0]
     assert "peak <= 2x the input met" in lines[-2]  # the windows stream: the 3-D array is never built
     assert lines[-1].startswith("windowing ratio=")
+
+
+@pytest.mark.slow  # two scoring servers and a training run: a few minutes on a busy machine
+def test_serving_latency_benchmark_runs_in_quick_mode(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serving_latency.py"), "--quick"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": REPO, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert re.match(r"serving_latency ratio=\d+\.\d+ \(stock [\d.]+ ms / mlflow-dl [\d.]+ ms one-row p50", last), last
