@@ -27,12 +27,16 @@ import pandas as pd
 
 from mlflow_dl import heap, tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
+from mlflow_dl.tracking import best as best_rule
 from mlflow_dl.tracking import model_logging, plots, runs, spool, tensor_inputs
 from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
 MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # why a run has no servable model
+NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # why the logged weights are no candidate (NaN / infinity)
+MODEL_VAL_LOSS_TAG = "mlflow_dl.model_val_loss_epoch"  # set when model_val_loss is not the model epoch's own
+BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, for `mlflow-dl resume`
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -62,11 +66,18 @@ class MlflowCallback(keras.callbacks.Callback):
     """Log a Keras fit to MLflow.
 
     Per-epoch metrics keep Keras' names with step = epoch (0-based). At the end:
-    `best_epoch`, `best_val_loss` (the minimum over epochs), `best_epoch_loss`
-    (train loss at the best epoch), `stopped_epoch`; `checkpoints/best.keras`;
+    `best_epoch`, `best_<monitor>` (its value there), `best_val_loss` (the minimum
+    over epochs), `best_epoch_loss` (train loss at the best epoch), `stopped_epoch`,
+    `model_epoch` and `model_val_loss` (the epoch whose weights the logged model holds,
+    and their validation loss: what rankings use); `checkpoints/best.keras`;
     `plots/learning_curves.png`; and the model as a pyfunc carrying its
     preprocessing. With `restore_best_weights` (the default) the model ends fit
     holding the best epoch's weights, so what is logged is what was best.
+
+    The best epoch follows the monitor's direction: `mode` "min", "max", or "auto"
+    (Keras' rule: accuracy, AUC, precision, recall... maximised). Epochs without the
+    monitor (validation_freq > 1) are not candidates; only a fit where it never shows
+    falls back to the training loss. Epochs with a non-finite value never are.
 
     Uses the active run, or starts one (and ends it) when none is active; the
     pyfunc model is that run's logged model `model` (`runs:/RUN_ID/model`).
@@ -74,12 +85,13 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
-                 family: str = "autolog", backup_dir: str | None = None):
+                 family: str = "autolog", backup_dir: str | None = None, mode: str = "auto"):
         """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
         it already exists (`mlflow-dl resume`) the steps the run holds are not logged again."""
         super().__init__()
         self.backup_dir = backup_dir
         self.monitor = monitor
+        self.mode = best_rule.check_mode(mode)
         self.restore_best_weights = restore_best_weights
         self.log_model = log_model
         self.preprocessing = preprocessing
@@ -118,10 +130,11 @@ class MlflowCallback(keras.callbacks.Callback):
         if self._owns_run:
             self._log_fit_params()
         self._logged_through = -1
+        self._earlier: dict[int, dict[str, float]] = {}  # a resumed run's epochs from before the kill
         if self.backup_dir:
             if os.path.isdir(self.backup_dir) and not self.offline:
-                self._logged_through = max((m.step for m in self._client.get_metric_history(run_id, "loss")),
-                                           default=-1)
+                self._earlier = self._earlier_epochs(run_id)
+                self._logged_through = max(self._earlier, default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self._handle_signals()
         # while the model trains: stage the servable model, log the architecture (both known once the
@@ -135,9 +148,13 @@ class MlflowCallback(keras.callbacks.Callback):
             self._architecture = _in_background(self._log_architecture)
         self._epoch_time: dict[int, int] = {}
         self.history: dict[str, list[float]] = {}
-        self.best = math.inf
+        self.epochs: dict[int, dict[str, float]] = {}  # epoch -> its logs (a resumed run's earlier ones too)
+        self.best: float | None = None
         self.best_epoch: int | None = None
         self.best_weights = None
+        self._way: str | None = None  # "min" / "max": the monitor's direction, once it has shown
+        self._fallback: tuple | None = None  # (loss, epoch, weights) while the monitor has not shown yet
+        self.nonfinite: str | None = None  # why the logged weights are not finite
         self.diverged_at: int | None = None
         self.first_epoch: int | None = None  # > 0 when fit resumes (initial_epoch, e.g. Hyperband)
         self._monitor = self.monitor
@@ -168,6 +185,8 @@ class MlflowCallback(keras.callbacks.Callback):
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
             self.first_epoch = epoch
+            self._take_earlier(epoch)
+        self.epochs[epoch] = values
         if not self._size_logged:
             self._log_size()
         for key, value in values.items():
@@ -179,27 +198,110 @@ class MlflowCallback(keras.callbacks.Callback):
             self.diverged_at = epoch
             self.model.stop_training = True
             return
-        if self._monitor not in values:
-            self._monitor = "loss"  # no validation data: fall back to the training loss
-        current = values.get(self._monitor, math.inf)
-        if current < self.best:
-            self.best, self.best_epoch = current, epoch
-            self.best_weights = self.model.get_weights()
+        if self.monitor in values:
+            if self._way is None:  # Keras' metrics know their direction once fit has built them
+                self._way = best_rule.direction(self.model, self.monitor, self.mode)
+                self._fallback = None
+            if best_rule.better(values[self.monitor], self.best, self._way):
+                self.best, self.best_epoch = values[self.monitor], epoch
+                self.best_weights = self.model.get_weights()
+                self._keep_for_resume()
+        elif self._way is None and best_rule.better(values.get("loss", math.nan),
+                                                    self._fallback and self._fallback[0], "min"):
+            # no monitor yet (validation_freq > 1, or no validation data): the training loss, until it shows
+            self._fallback = (values["loss"], epoch, self.model.get_weights())
+
+    def _earlier_epochs(self, run_id: str) -> dict[int, dict[str, float]]:
+        """A resumed run's per-epoch metrics as logged before the kill (the summary comes only at the end)."""
+        out: dict[int, dict[str, float]] = {}
+        for key in self._client.get_run(run_id).data.metrics:
+            for m in self._client.get_metric_history(run_id, key):
+                out.setdefault(m.step, {})[key] = m.value
+        return out
+
+    def _take_earlier(self, first: int) -> None:
+        """On resume: the epochs before `first` join the history, and their best (weights kept in
+        backup_dir by the killed process) stays the best unless a resumed epoch beats it."""
+        earlier = {e: v for e, v in sorted(self._earlier.items()) if e < first}
+        for values in earlier.values():
+            for key, value in values.items():
+                self.history.setdefault(key, []).append(value)
+        self.epochs.update(earlier)
+        if earlier:
+            self.first_epoch = min(earlier)
+        path = os.path.join(self.backup_dir or "", BEST_STATE)
+        if not earlier or not os.path.isfile(path):
+            return
+        with np.load(path) as state:
+            epoch = int(state["epoch"])
+            if epoch < first and str(state["monitor"]) == self.monitor:
+                self.best, self.best_epoch, self._way = float(state["value"]), epoch, str(state["way"])
+                self.best_weights = [state[f"arr_{i}"] for i in range(int(state["count"]))]
+
+    def _keep_for_resume(self) -> None:
+        """The best weights beside BackupAndRestore's last epoch, so a resumed fit still knows them."""
+        if not self.backup_dir:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, "mlflow_dl_best.tmp.npz")
+        np.savez(tmp, *self.best_weights, count=len(self.best_weights), epoch=self.best_epoch, value=self.best,
+                 way=self._way, monitor=self.monitor)
+        os.replace(tmp, os.path.join(self.backup_dir, BEST_STATE))
+
+    def _settle(self) -> None:
+        """At the end of fit: the loss fallback when the monitor never showed, and whether the
+        weights the model will be logged with are finite (a run without is no candidate)."""
+        if self.best_epoch is None and self._fallback is not None:
+            self.best, self.best_epoch, self.best_weights = self._fallback
+            self._monitor, self._way = "loss", "min"
+        self._fallback = None
+        if not self.epochs:
+            return
+        epoch = self.model_epoch
+        weights = self.best_weights if self.restore_best_weights else self.model.get_weights()
+        if epoch is None or weights is None:
+            self.nonfinite = f"no epoch with finite {self._monitor}: {self.divergence() or 'no weights to log'}"
+        elif bad := best_rule.nonfinite(weights):
+            self.nonfinite = (f"{bad} weight arrays of epoch {epoch} hold NaN or infinity"
+                              + (f" ({self.divergence()})" if self.diverged_at is not None else ""))
+        if self.nonfinite:
+            self._logger.set_tags({NONFINITE_TAG: self.nonfinite[:500]})
+
+    @property
+    def model_epoch(self) -> int | None:
+        """The epoch whose weights the logged model holds: the best one when restored, else the last."""
+        if self.restore_best_weights:
+            return self.best_epoch
+        return max(self.epochs) if self.epochs else None
+
+    def _model_val_loss(self) -> tuple[float, int] | None:
+        """(val_loss, its epoch) of the logged weights; when that epoch was not validated
+        (validation_freq), the latest validated epoch before it."""
+        epoch = self.model_epoch
+        if epoch is None or self.nonfinite:
+            return None
+        for e in sorted((e for e in self.epochs if e <= epoch), reverse=True):
+            value = self.epochs[e].get("val_loss", math.nan)
+            if math.isfinite(value):
+                return value, e
+        return None
 
     # -- after training ---------------------------------------------------
     def summary(self) -> dict[str, float]:
-        if not self.history:
+        if not self.epochs:
             return {}
-        first = self.first_epoch or 0
-        out = {"stopped_epoch": first + len(self.history["loss"]) - 1}
+        out = {"stopped_epoch": max(self.epochs)}
         if self.best_epoch is not None:
             out["best_epoch"] = self.best_epoch
-            out["best_epoch_loss"] = self.history["loss"][self.best_epoch - first]
+            out["best_epoch_loss"] = self.epochs[self.best_epoch].get("loss", math.nan)
             out[f"best_{self._monitor}"] = self.best
-        if "val_loss" in self.history:
-            finite = [v for v in self.history["val_loss"] if math.isfinite(v)]
-            if finite:
-                out["best_val_loss"] = min(finite)
+        finite = [v["val_loss"] for v in self.epochs.values() if math.isfinite(v.get("val_loss", math.nan))]
+        if finite:
+            out["best_val_loss"] = min(finite)
+        if self.model_epoch is not None:
+            out["model_epoch"] = self.model_epoch
+        if (model := self._model_val_loss()) is not None:
+            out["model_val_loss"] = model[0]
         return out
 
     def delivered(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
@@ -296,14 +398,18 @@ class MlflowCallback(keras.callbacks.Callback):
         finished in the meantime), or into the journal for `mlflow-dl sync` when the server is away.
         """
         logger = self._logger
+        self._settle()
         summary = self.summary()
         if summary:
             logger.log_metrics(summary, step=0)
+        if (model := self._model_val_loss()) is not None and model[1] != self.model_epoch:
+            logger.set_tags({MODEL_VAL_LOSS_TAG: f"{model[1]} (epoch {self.model_epoch} had no val_loss: "
+                                                 "validation_freq)"})
         with ThreadPoolExecutor(2, thread_name_prefix="mlflow-dl-artifacts") as side, \
                 tempfile.TemporaryDirectory() as tmp:
             online = side.submit(lambda: not self.offline and logger.flush(timeout=FLUSH_TIMEOUT))
             curves = side.submit(self._render_curves, tmp) if self.history else None
-            files = self._save_checkpoint(tmp) if self.diverged_at is None and self.best_weights is not None else None
+            files = self._save_checkpoint(tmp) if self.best_weights is not None else None
             if not online.result():
                 self._end_through_journal(curves and curves.result(), files and files[0])
                 return
@@ -312,10 +418,12 @@ class MlflowCallback(keras.callbacks.Callback):
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
             if files is not None:
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, files[0], "checkpoints"))
-                if self._stage_pending and (skipped := self._stage()):
+                if self._stage_pending and files[1] and (skipped := self._stage()):
                     jobs.append(side.submit(self._client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
-                if self._staged is not None:
+                if self._staged is not None and files[1]:
                     self._log_pyfunc(files[1])
+                elif self._staged is not None:
+                    jobs.append(side.submit(model_logging.discard, self._staged.result()))
             elif self._staged is not None:
                 jobs.append(side.submit(model_logging.discard, self._staged.result()))
             for job in jobs:
@@ -360,7 +468,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _render_curves(self, tmp: str) -> str:
         path = os.path.join(tmp, "learning_curves.png")
-        fig = plots.learning_curves(self.history, self.best_epoch)
+        epochs = range(min(self.epochs), max(self.epochs) + 1)
+        aligned = {key: [self.epochs.get(e, {}).get(key, math.nan) for e in epochs] for key in self.history}
+        fig = plots.learning_curves(aligned, self.best_epoch)
         fig.savefig(path)
         plots.close(fig)
         return path
@@ -382,15 +492,20 @@ class MlflowCallback(keras.callbacks.Callback):
                 return
             self._client.log_artifact(self.run_id, path, "plots")
 
-    def _save_checkpoint(self, tmp: str) -> tuple[str, str]:
+    def _save_checkpoint(self, tmp: str) -> tuple[str, str | None]:
         """Write best.keras; return it and the file the logged model uses (the final weights
-        when restore_best_weights is off). The model keeps the weights fit ended with."""
+        when restore_best_weights is off; None when those are not finite). The model keeps the
+        weights fit ended with, or the best epoch's when restore_best_weights is on (a fit that
+        diverged included: its best finite epoch)."""
         final = None if self.restore_best_weights else self.model.get_weights()
         self.model.set_weights(self.best_weights)
         best_path = os.path.join(tmp, "best.keras")
         self.model.save(best_path)
         if final is None:
-            return best_path, best_path
+            return best_path, None if self.nonfinite else best_path
+        if self.nonfinite:
+            self.model.set_weights(final)
+            return best_path, None
         self.model.set_weights(final)
         final_path = os.path.join(tmp, "final.keras")
         self.model.save(final_path)
@@ -448,9 +563,8 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _log_pyfunc(self, model_path: str) -> None:
         """The weights into the model staged at train begin, linked to the run at the logged epoch."""
-        first = self.first_epoch or 0
-        step = self.best_epoch if self.restore_best_weights else first + len(self.history["loss"]) - 1
+        step = self.model_epoch
         logged_at = self._epoch_time.get(step)  # None: logged before a resume, by the killed process
-        step_metrics = {k: (v[step - first], logged_at) for k, v in self.history.items()} if logged_at else None
+        step_metrics = {k: (v, logged_at) for k, v in self.epochs[step].items()} if logged_at else None
         self.model_info = model_logging.finish_pipeline_model(self._staged.result(), model_path, step=step,
                                                               step_metrics=step_metrics)

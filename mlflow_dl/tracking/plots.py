@@ -33,7 +33,8 @@ def fixed_margins(fig, left: float = 0.75, bottom: float = 0.6, top: float = 0.4
 
 
 def learning_curves(history: dict[str, list[float]], best_epoch: int | None = None):
-    """One panel per metric, train against validation, like the lecture's history plot.
+    """One panel per metric, train against validation, like the lecture's history plot (one value
+    per epoch in each list; NaN where an epoch has none).
 
     Fixed margins, and the legend in the corner the curves leave free: tight_layout and loc="best"
     measure every label first, a third of the figure's cost at the end of every fit.
@@ -44,10 +45,11 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int | None = No
     fixed_margins(fig, left=0.6, bottom=0.5, top=0.3, right=0.15)
     fig.subplots_adjust(wspace=0.7 * len(names) / width)
     for ax, name in zip(axes[0], names):
-        epochs = np.arange(len(history[name]))
-        ax.plot(epochs, history[name], label=f"train {name}")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], label=f"validation {name}")
+        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+            if key in history:  # epochs without a value (validation_freq > 1: NaN) are left out
+                values = np.asarray(history[key], dtype=float)
+                ok = np.isfinite(values)
+                ax.plot(np.arange(len(values))[ok], values[ok], label=f"{label} {name}")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")

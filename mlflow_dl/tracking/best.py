@@ -1,0 +1,66 @@
+"""Which epoch is best: the monitor's direction (Keras' mode="auto" rule) and finite weights.
+
+Keras decides the direction of `EarlyStopping(mode="auto")` in a private method
+(`MonitorCallback._set_monitor_op`) from a private attribute of its metrics
+(`Metric._direction`, "up" for accuracy, AUC, precision, recall...). Neither is public,
+so this module mirrors the rule: `loss` is minimised; a compiled metric of that name
+says its direction through `_direction` when it has one; otherwise the name decides
+(the tf.keras rule, widened: names holding acc, auc, precision, recall, f1, iou are
+maximised), and everything else is minimised where Keras would refuse.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mlflow_dl.errors import ConfigError
+
+MODES = ("auto", "min", "max")
+MAXIMISED_WORDS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2_score")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is invalid; expected one of {', '.join(MODES)} "
+                          "(auto: accuracy, AUC, precision, recall are maximised, other metrics minimised)")
+    return mode
+
+
+def _compiled_metrics(model) -> list:
+    """The model's metrics with Keras' compile-time containers (CompileMetrics) opened."""
+    out = []
+    for metric in getattr(model, "metrics", None) or []:
+        inner = getattr(metric, "metrics", None)
+        out.extend(inner if isinstance(inner, (list, tuple)) else [metric])
+    return out
+
+
+def direction(model, monitor: str, mode: str = "auto") -> str:
+    """"max" or "min" for `monitor` on `model` (mode "auto" as Keras' EarlyStopping decides it)."""
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    if name == "loss":
+        return "min"
+    for metric in _compiled_metrics(model):
+        if getattr(metric, "name", None) == name:
+            said = getattr(metric, "_direction", None)  # private in Keras 3: the name rule below is the fallback
+            if said in ("up", "down"):
+                return "max" if said == "up" else "min"
+    return "max" if any(word in name.lower() for word in MAXIMISED_WORDS) else "min"
+
+
+def better(value: float, best: float | None, way: str) -> bool:
+    """A finite `value` that beats `best` (None: nothing yet) in direction `way`."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if way == "max" else value < best
+
+
+def nonfinite(weights) -> int:
+    """How many weight arrays hold NaN or infinity."""
+    return sum(1 for w in weights if np.issubdtype(np.asarray(w).dtype, np.floating) and not np.isfinite(w).all())
