@@ -142,19 +142,22 @@ def main_job(epochs, experiment):
 @click.option("--model-name", required=True, help="Registered model name.")
 @click.option("--parent-run-id", default=None, help="Only the children of this sweep run.")
 @click.option("--dataset", default=None, help="Only runs on this data set (e.g. breast_cancer).")
+@click.option("--key", default=None, help="Only runs of this comparability key (tag mlflow_dl.comparability_key).")
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--min-improvement", default=0.0, show_default=True, type=float,
-              help="The alias moves only if best_val_loss improves by more than this.")
+              help="The alias moves only if model_val_loss improves by more than this.")
 @click.option("--allow-signature-change", is_flag=True, help="Promote even if the input columns changed.")
-def promote(experiment, model_name, parent_run_id, dataset, alias, min_improvement, allow_signature_change):
-    """Register the run with the lowest best_val_loss and point the alias at it."""
+@click.option("--allow-key-change", is_flag=True, help="Promote a run of another comparability key than the champion's.")
+def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_improvement, allow_signature_change,
+            allow_key_change):
+    """Register the run with the lowest model_val_loss (one comparability key) and point the alias at it."""
     _quiet_tensorflow()
     from mlflow_dl.registry import promote as promote_fn
     from mlflow_dl.serving import ServeSpec, shell_command
 
     result = promote_fn(experiment, model_name, parent_run_id=parent_run_id or None, alias=alias,
                         min_improvement=min_improvement, allow_signature_change=allow_signature_change,
-                        dataset=dataset or None)
+                        dataset=dataset or None, key=key or None, allow_key_change=allow_key_change)
     click.echo(result.message)
     click.echo(f"serve: {shell_command(ServeSpec(model_name, alias))}")
 

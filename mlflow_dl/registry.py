@@ -1,9 +1,12 @@
-"""Promotion: the run with the lowest `best_val_loss` becomes the registered model's `champion`.
+"""Promotion: the run with the lowest `model_val_loss` becomes the registered model's `champion`.
 
-The pick is one server-side query (filter FINISHED runs with the metric, order by it,
-a few rows), never a download of every run. Only the winner is registered, and only
-when it beats the current champion by more than `min_improvement`; the alias moves
-(registry stages are deprecated, aliases only).
+`model_val_loss` is the validation loss of the weights the run's logged model holds.
+Only runs of one comparability key are compared (tracking.comparability: same data
+digest, target, task, loss, target scaling, split, horizon); a run with non-finite
+weights or without a servable model is no candidate. The pick is server-side queries
+(filter, order by the metric, a few rows), never a download of every run. Only the
+winner is registered, and only when it beats the current champion by more than
+`min_improvement`; the alias moves (registry stages are deprecated, aliases only).
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ from dataclasses import dataclass, field
 
 from mlflow_dl.errors import ConfigError, PromotionError
 
-METRIC = "best_val_loss"
-TOP = 50  # rows fetched per query; enough to see the ties and a few other-data runs
+METRIC = "model_val_loss"
+TOP = 50  # rows fetched per query; enough to see the ties and a few runs without a servable model
+MAX_KEYS = 20  # keys listed when a scope holds several
 TAG_PREFIX = "mlflow_dl."
+KEY_TAG = "mlflow_dl.comparability_key"  # = tracking.comparability.KEY_TAG (not imported: no tensorflow here)
+DATASET_TAG = "mlflow_dl.comparability.dataset"
+NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # = tracking.callback.NONFINITE_TAG
+MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # = tracking.callback.MODEL_SKIPPED_TAG
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,7 @@ class Candidate:
     total_params: int
     start_time: int
     dataset: str
-    digest: str
-    task: str
-
-    @property
-    def data_key(self) -> tuple[str, str, str]:
-        return (self.dataset, self.digest, self.task)
+    key: str
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Promotion:
     moved: bool  # the alias now points at the winner's version (and did not before)
     previous_version: str | None
     message: str
-    skipped: tuple[str, ...] = field(default_factory=tuple)  # runs on other data, not compared
+    skipped: tuple[str, ...] = field(default_factory=tuple)  # better runs without a servable model
 
 
 def _client():
@@ -60,57 +63,117 @@ def _client():
 
 
 def _candidate(run) -> Candidate:
-    params = run.data.params
-    digests = sorted({d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])})
+    params, tags = run.data.params, run.data.tags
     try:
         total = int(params.get("model.total_params", ""))
     except ValueError:
         total = 2**62  # unknown size loses every tie
-    task = f"{params.get('data.task', '?')}:{params.get('data.target', '?')}"
-    return Candidate(run_id=run.info.run_id, value=float(run.data.metrics[METRIC]), total_params=total,
-                     start_time=int(run.info.start_time or 0), dataset=params.get("data.dataset", "?"),
-                     digest=",".join(digests) or "?", task=task)
+    return Candidate(run_id=run.info.run_id, value=float(run.data.metrics.get(METRIC, math.inf)), total_params=total,
+                     start_time=int(run.info.start_time or 0),
+                     dataset=tags.get(DATASET_TAG) or params.get("data.dataset", "?"), key=tags.get(KEY_TAG, ""))
 
 
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
-def find_best(experiment: str, parent_run_id: str | None = None, dataset: str | None = None,
-              client=None) -> tuple[Candidate, tuple[str, ...]]:
-    """Lowest `best_val_loss` among FINISHED runs; ties -> fewer params -> earlier start.
+def _scope(experiment: str, parent_run_id: str | None, dataset: str | None, key: str | None) -> str:
+    scope = f"sweep {parent_run_id!r}" if parent_run_id else f"experiment {experiment!r}"
+    scope += f" on dataset {dataset!r}" if dataset else ""
+    return scope + (f" with key {key!r}" if key else "")
 
-    Returns the winner and the ids of top runs skipped because their data set or task
-    differs from the winner's (they are never compared). Raises PromotionError /
-    ConfigError with one line when there is nothing to choose from.
+
+def _where(parent_run_id: str | None, dataset: str | None, key: str | None) -> list[str]:
+    """Candidates: FINISHED, a finite model_val_loss, a comparability key, finite weights, a model."""
+    where = ["attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308", f"tags.`{KEY_TAG}` IS NOT NULL",
+             f"tags.`{NONFINITE_TAG}` IS NULL", f"tags.`{MODEL_SKIPPED_TAG}` IS NULL"]
+    if parent_run_id:
+        where.append(f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}")
+    if dataset:
+        where.append(f"tags.`{DATASET_TAG}` = {_quote(dataset)}")
+    if key:
+        where.append(f"tags.`{KEY_TAG}` = {_quote(key)}")
+    return where
+
+
+def _keys(client, experiment_id: str, where: list[str], seen: list[str]) -> list[str]:
+    """Every key in scope, one single-row query per key beyond those already `seen` (server-side)."""
+    keys = list(seen)
+    while len(keys) <= MAX_KEYS:
+        others = [f"tags.`{KEY_TAG}` != {_quote(k)}" for k in keys]
+        found = client.search_runs([experiment_id], filter_string=" and ".join(where + others), max_results=1)
+        if not found:
+            break
+        keys.append(found[0].data.tags[KEY_TAG])
+    return keys
+
+
+def _several_keys(client, experiment_id: str, where: list[str], keys: list[str], scope: str) -> PromotionError:
+    """One line: the keys found, each with its data set names and run count."""
+    parts = []
+    for k in keys[:MAX_KEYS]:
+        found = client.search_runs([experiment_id], filter_string=" and ".join(where + [f"tags.`{KEY_TAG}` = {_quote(k)}"]),
+                                   max_results=50000)
+        names = sorted({_candidate(r).dataset for r in found})
+        parts.append(f"{k} ({', '.join(names)}: {len(found)} run{'s' if len(found) != 1 else ''})")
+    more = f" and more than {MAX_KEYS} others" if len(keys) > MAX_KEYS else ""
+    return PromotionError(f"{len(keys)} comparability keys in {scope}, runs of different keys are not compared: "
+                          f"{'; '.join(parts)}{more}; pass --key, --dataset or --parent-run-id to pick one")
+
+
+def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | None = None, key: str | None = None,
+           client=None) -> list[Candidate]:
+    """The candidates of the one comparability key in scope, best first: lowest model_val_loss,
+    ties -> fewer params -> earlier start. At most a page beyond the ties.
+
+    Raises PromotionError with one line when the scope holds no candidate or several keys
+    (listing them), ConfigError when the experiment does not exist.
     """
     client = client or _client()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"experiment={experiment!r} not found; expected the name of an existing experiment")
-    where = ["attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308"]
-    if parent_run_id:
-        where.append(f"tags.`mlflow.parentRunId` = {_quote(parent_run_id)}")
-    if dataset:
-        where.append(f"params.`data.dataset` = {_quote(dataset)}")
+    where = _where(parent_run_id, dataset, key)
+    scope = _scope(experiment, parent_run_id, dataset, key)
     runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(where),
                               order_by=[f"metrics.{METRIC} ASC"], max_results=TOP)
     runs = [r for r in runs if math.isfinite(r.data.metrics.get(METRIC, math.nan))]
     if not runs:
-        scope = f"sweep {parent_run_id!r}" if parent_run_id else f"experiment {experiment!r}"
-        scope += f" on dataset {dataset!r}" if dataset else ""
-        raise PromotionError(f"no FINISHED runs with metric {METRIC} in {scope}; train one first")
+        raise PromotionError(f"no candidate in {scope}: no FINISHED run with a finite {METRIC}, a comparability key, "
+                             "finite weights and a servable model; train one first")
+    keys = _keys(client, exp.experiment_id, where, list(dict.fromkeys(r.data.tags[KEY_TAG] for r in runs)))
+    if len(keys) > 1:
+        raise _several_keys(client, exp.experiment_id, where, keys, scope)
     best_value = runs[0].data.metrics[METRIC]
     if all(r.data.metrics[METRIC] == best_value for r in runs) and len(runs) == TOP:
         # more ties than one page: fetch every run at exactly the best value
         runs = client.search_runs([exp.experiment_id],
                                   filter_string=" and ".join(where + [f"metrics.{METRIC} <= {best_value!r}"]),
                                   order_by=[f"metrics.{METRIC} ASC"], max_results=5000)
-    ties = sorted((_candidate(r) for r in runs if r.data.metrics[METRIC] == best_value),
-                  key=lambda c: (c.total_params, c.start_time, c.run_id))
-    winner = ties[0]
-    skipped = tuple(c.run_id for c in map(_candidate, runs) if c.data_key != winner.data_key)
-    return winner, skipped
+    return sorted(map(_candidate, runs), key=lambda c: (c.value, c.total_params, c.start_time, c.run_id))
+
+
+def _servable(run_id: str):
+    """The run's logged model's info, or None when it has none that loads (no MLmodel, not READY)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _model_info(f"runs:/{run_id}/model")
+    except (MlflowException, OSError):
+        return None
+
+
+def find_best(experiment: str, parent_run_id: str | None = None, dataset: str | None = None, key: str | None = None,
+              client=None) -> tuple[Candidate, tuple[str, ...]]:
+    """The best candidate with a servable model, and the ids of better-ranked runs skipped for lacking one."""
+    skipped = []
+    for candidate in ranked(experiment, parent_run_id, dataset, key, client):
+        if _servable(candidate.run_id) is not None:
+            return candidate, tuple(skipped)
+        skipped.append(candidate.run_id)
+    scope = _scope(experiment, parent_run_id, dataset, key)
+    raise PromotionError(f"no candidate in {scope}: the {len(skipped)} best runs have no servable logged model "
+                         f"(first {skipped[0]}); train one with a model")
 
 
 def _model_info(uri: str):
@@ -208,16 +271,17 @@ def _validate(model_name: str, alias: str, min_improvement: float) -> None:
 
 def promote(experiment: str, model_name: str, parent_run_id: str | None = None, alias: str = "champion",
             min_improvement: float = 0.0, allow_signature_change: bool = False,
-            dataset: str | None = None) -> Promotion:
-    """Register the best run of `experiment` (or of one sweep) and point `alias` at it.
+            dataset: str | None = None, key: str | None = None, allow_key_change: bool = False) -> Promotion:
+    """Register the best run of `experiment` (or of one sweep, data set or key) and point `alias` at it.
 
-    The alias moves only when the winner beats the current champion by more than
-    `min_improvement` (same data set and task, same input columns unless
-    `allow_signature_change`). Idempotent: a run already registered is not registered again.
+    The alias moves only when the winner beats the current champion's model_val_loss by more
+    than `min_improvement`. The champion keeps its comparability key (a winner of another key is
+    refused unless `allow_key_change`) and its input columns (unless `allow_signature_change`).
+    Idempotent: a run already registered is not registered again.
     """
     _validate(model_name, alias, min_improvement)
     client = _client()
-    winner, skipped = find_best(experiment, parent_run_id, dataset, client)
+    winner, skipped = find_best(experiment, parent_run_id, dataset, key, client)
     info = _model_info(f"runs:/{winner.run_id}/model")
     columns = input_columns(info)
 
@@ -230,18 +294,21 @@ def promote(experiment: str, model_name: str, parent_run_id: str | None = None, 
                              f"run {winner.run_id} is already {model_name}@{alias} (version {champion.version})",
                              skipped)
         champ = _candidate(client.get_run(champion.run_id)) if champion.run_id else None
+        champ_key = (champion.tags or {}).get(KEY_TAG) or (champ.key if champ is not None else "")
         champ_columns = input_columns(_model_info(f"models:/{model_name}/{champion.version}"))
         if champ_columns != columns and not allow_signature_change:
             raise PromotionError(
                 f"the input signature of run {winner.run_id} ({len(columns or ())} columns) differs from "
                 f"{model_name}@{alias} version {champion.version} ({len(champ_columns or ())} columns); "
                 f"pass --allow-signature-change to promote it anyway")
-        if champ is not None and champ.data_key != winner.data_key:
+        if champ_key != winner.key and not allow_key_change:
             raise PromotionError(
-                f"{model_name}@{alias} was trained on {champ.dataset} (digest {champ.digest}, task {champ.task}) "
-                f"but the best run {winner.run_id} on {winner.dataset} (digest {winner.digest}, task {winner.task}); "
-                f"losses on different data are not compared; use another model_name or select runs with --dataset")
-        champ_value = champ.value if champ is not None else math.inf
+                f"{model_name}@{alias} version {champion.version} has comparability key {champ_key or 'none'} "
+                f"({champ.dataset if champ else '?'}) but the best run {winner.run_id} has {winner.key} "
+                f"({winner.dataset}); losses of other data, loss, scaling or split are not compared; "
+                f"pass --key {champ_key} to rank its runs, or --allow-key-change to replace it")
+        # another key (allowed): the values measure different things, so the new key's best takes the alias
+        champ_value = champ.value if champ is not None and champ_key == winner.key else math.inf
         if not champ_value - winner.value > min_improvement:
             return Promotion(model_name, alias, winner.run_id, winner.value, None, False, previous,
                              f"kept {model_name}@{alias} = version {champion.version} ({METRIC}={champ_value:.6g}); "
@@ -253,10 +320,10 @@ def promote(experiment: str, model_name: str, parent_run_id: str | None = None, 
         check_safe_load(winner.run_id)
         version = _register(client, model_name, winner, previous)
     client.set_registered_model_alias(model_name, alias, version)
-    note = f" ({len(skipped)} runs on other data skipped)" if skipped else ""
+    note = f" ({len(skipped)} better runs without a servable model skipped)" if skipped else ""
     return Promotion(model_name, alias, winner.run_id, winner.value, version, True, previous,
-                     f"{model_name}@{alias} -> version {version} (run {winner.run_id}, {METRIC}={winner.value:.6g}"
-                     f"{'' if previous is None else f', was version {previous}'}){note}", skipped)
+                     f"{model_name}@{alias} -> version {version} (run {winner.run_id}, {METRIC}={winner.value:.6g}, "
+                     f"key {winner.key}{'' if previous is None else f', was version {previous}'}){note}", skipped)
 
 
 def _existing_version(client, model_name: str, run_id: str) -> str | None:
@@ -274,8 +341,7 @@ def _register(client, model_name: str, winner: Candidate, previous: str | None) 
 
     tags = {f"{TAG_PREFIX}source_run": winner.run_id, f"{TAG_PREFIX}metric": METRIC,
             f"{TAG_PREFIX}value": repr(winner.value), f"{TAG_PREFIX}dataset": winner.dataset,
-            f"{TAG_PREFIX}dataset_digest": winner.digest,
-            f"{TAG_PREFIX}previous_champion": previous or "none"}
+            KEY_TAG: winner.key, f"{TAG_PREFIX}previous_champion": previous or "none"}
     outputs = client.get_run(winner.run_id).outputs
     logged = [o.model_id for o in (outputs.model_outputs if outputs else [])]
     uri = f"models:/{logged[-1]}" if len(logged) == 1 else f"runs:/{winner.run_id}/model"

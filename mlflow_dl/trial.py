@@ -19,7 +19,7 @@ from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
 from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.tracking import plots, runs
+from mlflow_dl.tracking import comparability, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
 DIRECT_ROWS = 10_000  # test splits up to this size are predicted in one direct call
@@ -55,6 +55,17 @@ def dataset_input(ds: Dataset):
     dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
     _last_input = (ds, dataset)
     return dataset
+
+
+def comparability_tags(ds: Dataset, splits: Splits, spec: TrialSpec, model: keras.Model) -> dict[str, str]:
+    """The run's comparability key and its parts: what its val_loss measures (tracking.comparability)."""
+    data = spec.data
+    horizon = getattr(data, "horizon", None)  # a series (SeriesSpec): chronological split, a horizon
+    return comparability.tags(
+        dataset=ds.name, digest=dataset_input(ds).digest, target=str(ds.y.name), task=splits.preprocessing.task,
+        loss=comparability.loss_name(model), scale_y=bool(data.scale_y),
+        split=comparability.split_text(data.seed, data.val_fraction, data.test_fraction, horizon is not None),
+        horizon=horizon)
 
 
 def test_outputs(model: keras.Model, splits: Splits) -> tuple[np.ndarray, float]:
@@ -166,6 +177,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             mlflow.log_params({**spec.params(), **(extra_params or {})})
             runs.log_dataset(dataset_input(ds))
             model = build_model(spec, splits)
+            mlflow.set_tags(comparability_tags(ds, splits, spec, model))
             started = time.perf_counter()
             tracker = fit_tracked(model, splits, spec)
             fit_seconds = time.perf_counter() - started

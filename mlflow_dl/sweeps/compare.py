@@ -11,12 +11,14 @@ from mlflow_dl.sweeps.trials import Axis, Trial
 
 
 def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
-    """One row per trial: swept values, best_val_loss, best_epoch, train loss there, test metrics, status."""
+    """One row per trial: swept values, model_val_loss (what ranks), best_val_loss, best_epoch, train
+    loss there, test metrics, status."""
     rows = []
     for trial, result in zip(trials, results):
         m = result.metrics
         rows.append({
             "trial": trial.name, **trial.values,
+            "model_val_loss": m.get("model_val_loss", math.nan),
             "best_val_loss": m.get("best_val_loss", math.nan),
             "best_epoch": m.get("best_epoch", math.nan),
             "train_loss_at_best": m.get("best_epoch_loss", math.nan),
@@ -28,6 +30,19 @@ def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
             "run_id": result.run_id,
         })
     return pd.DataFrame(rows)
+
+
+def best_row(table: pd.DataFrame) -> pd.Series | None:
+    """The row with the lowest model_val_loss (the logged model's own validation loss); ties go to
+    fewer params, then to the earlier row. None when no row has a finite one."""
+    values = pd.to_numeric(table["model_val_loss"], errors="coerce") if "model_val_loss" in table else None
+    if values is None or not np.isfinite(values).any():
+        return None
+    ranked = table.assign(_value=values, _params=pd.to_numeric(table["total_params"], errors="coerce")
+                          if "total_params" in table else math.nan,
+                          _row=np.arange(len(table)))
+    ranked = ranked[np.isfinite(ranked["_value"])].sort_values(["_value", "_params", "_row"], na_position="last")
+    return table.loc[ranked.index[0]]
 
 
 def knee(x, y, direction: str) -> float | None:

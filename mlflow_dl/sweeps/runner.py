@@ -24,7 +24,7 @@ class SweepResult:
 
     @property
     def best(self) -> pd.Series | None:
-        """The table's row of the best trial (lowest best_val_loss)."""
+        """The table's row of the best trial (lowest model_val_loss)."""
         if self.best_run_id is None:
             return None
         return self.table[self.table["run_id"] == self.best_run_id].iloc[0]
@@ -43,12 +43,12 @@ class Progress:
     def update(self, name: str, result) -> None:
         self.done += 1
         if result.status == "FINISHED":
-            self.best = min(self.best, result.best_val_loss)
+            self.best = min(self.best, result.metrics.get("model_val_loss", math.inf))
         elapsed = time.perf_counter() - self.started
         eta = elapsed / self.done * (self.total - self.done)
         bar = "#" * round(20 * self.done / self.total)
         line = (f"[{bar:<20}] trial {self.done}/{self.total} {name}: {result.status.lower()} "
-                f"val_loss={result.best_val_loss:.4g} | best {self.best:.4g} | elapsed {elapsed:.0f}s eta {eta:.0f}s")
+                f"model_val_loss={result.metrics.get('model_val_loss', math.nan):.4g} | best {self.best:.4g} | elapsed {elapsed:.0f}s eta {eta:.0f}s")
         if self.echo is not None:
             self.echo(line)
         elif self.tty:
@@ -144,8 +144,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
             table = compare.results_table([t for t, _ in done], [r for _, r in done])
             finished = table[table["status"] == "FINISHED"] if len(table) else table
             best_run_id = None
-            if len(finished):
-                best_run_id = finished.loc[finished["best_val_loss"].idxmin(), "run_id"]
+            if len(finished) and (best := compare.best_row(finished)) is not None:
+                best_run_id = best["run_id"]
                 mlflow.set_tag("best_run_id", best_run_id)
             mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
             if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked

@@ -26,6 +26,7 @@ import keras
 import keras_tuner as kt
 import mlflow
 import pandas as pd
+from mlflow.entities import RunTag
 
 from mlflow_dl import heap
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
@@ -177,6 +178,10 @@ class _Bridge:
         window = splits.preprocessing.window
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
                                       input_example=splits.raw_test.head(5 + window), family=FAMILY)
+        from mlflow_dl.trial import comparability_tags
+
+        self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in
+                                                   comparability_tags(self.ds, splits, self.base, model).items()])
         if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
             mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
             kwargs.pop("batch_size", None)
@@ -205,8 +210,8 @@ class _Bridge:
             tracker.delivered()
         self.client.set_tag(self.child_id, STATUS_TAG, status.lower())
         runs.end_run(self.child_id, error)
-        best = tracker.summary().get("best_val_loss", float("nan")) if tracker else float("nan")
-        self.echo(f"{_run_name(trial.trial_id, trial.hyperparameters.values)}: {status.lower()}, best_val_loss={best:.4g}")
+        best = tracker.summary().get("model_val_loss", float("nan")) if tracker else float("nan")
+        self.echo(f"{_run_name(trial.trial_id, trial.hyperparameters.values)}: {status.lower()}, model_val_loss={best:.4g}")
 
 
 def _run_name(trial_id: str, values: dict) -> str:
@@ -280,6 +285,7 @@ def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, di
             "trial": name, "trial_id": tags.get(TRIAL_TAG),
             **{k[3:]: v for k, v in sorted(r.data.params.items()) if k.startswith("hp.")},
             **{k: tags[k] for k in HYPERBAND_TAGS if k in tags},
+            "model_val_loss": m.get("model_val_loss", float("nan")),
             "best_val_loss": m.get("best_val_loss", float("nan")), "best_epoch": m.get("best_epoch", float("nan")),
             "train_loss_at_best": m.get("best_epoch_loss", float("nan")),
             "total_params": float(r.data.params.get("model.total_params", "nan")),
@@ -310,7 +316,9 @@ def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tu
                         "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
     if not len(finished):
         return table, None
-    best = finished.loc[finished["best_val_loss"].idxmin()]
+    best = compare.best_row(finished)
+    if best is None:
+        return table, None
     best_run_id = best["run_id"]
     mlflow.set_tag("best_run_id", best_run_id)
     trial = tuner.oracle.trials.get(best["trial_id"])

@@ -1,0 +1,62 @@
+"""Which runs may be ranked together: the comparability key, a tag on every run.
+
+Two validation losses are comparable only when they measure the same thing on the
+same rows: the same data (its digest, not only its name), target, task, loss, target
+scaling and split, and for a series the same horizon. The window length is left out:
+windows are what a sweep compares (every window length is scored on the same target rows).
+The key is a short hash of those parts; the parts are tagged beside it, readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+KEY_TAG = "mlflow_dl.comparability_key"
+PART_PREFIX = "mlflow_dl.comparability."
+DATASET_TAG = PART_PREFIX + "dataset"
+PARTS = ("digest", "target", "task", "loss", "scale_y", "split", "horizon")  # what the key hashes
+
+
+def key(digest: str, target: str, task: str, loss: str, scale_y: bool = False, split: str = "",
+        horizon: int | None = None) -> str:
+    """12 hex characters naming what a run's val_loss measures (see the module docstring).
+
+    `digest`: the data set's MLflow digest (of every input it was fitted and validated
+    on, e.g. "abc,def" sorted); `split`: how validation rows were chosen, any stable text.
+    """
+    values = dict(digest=digest, target=target, task=task, loss=loss, scale_y=scale_y, split=split, horizon=horizon)
+    text = "|".join(f"{name}={values[name]}" for name in PARTS)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def tags(dataset: str, digest: str, target: str, task: str, loss: str, scale_y: bool = False, split: str = "",
+         horizon: int | None = None) -> dict[str, str]:
+    """The key tag and one readable tag per part (`dataset`: the data set's name, shown, not hashed)."""
+    parts = dict(digest=digest, target=target, task=task, loss=loss, scale_y=scale_y, split=split, horizon=horizon)
+    out = {KEY_TAG: key(**parts), DATASET_TAG: str(dataset)[:250]}
+    out.update({PART_PREFIX + name: str(value)[:250] for name, value in parts.items() if value is not None})
+    return out
+
+
+def split_text(seed: int, val_fraction: float, test_fraction: float, chronological: bool = False) -> str:
+    """How validation and test rows are chosen: a chronological split ignores the seed."""
+    if chronological:
+        return f"chronological val={val_fraction:g} test={test_fraction:g}"
+    return f"random seed={seed} val={val_fraction:g} test={test_fraction:g}"
+
+
+def loss_name(model) -> str:
+    """The compiled loss of a Keras model as text ('binary_crossentropy', 'mse', a class or function name)."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, str) or loss is None:
+        return str(loss)
+    if isinstance(loss, (list, tuple, dict)):
+        items = loss.items() if isinstance(loss, dict) else enumerate(loss)
+        return ",".join(f"{k}:{_one(v)}" for k, v in items)
+    return _one(loss)
+
+
+def _one(loss) -> str:
+    if isinstance(loss, str):
+        return loss
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
