@@ -12,6 +12,7 @@ from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, PromotionError
 from mlflow_dl.families.train import train
 from mlflow_dl.registry import find_best, promote
+from mlflow_dl.tracking import comparability
 
 
 def fit(experiment, lr, epochs=2, dataset="breast_cancer", hidden="8"):
@@ -43,7 +44,7 @@ def client(store, monkeypatch):
 
 def test_the_argmin_is_chosen_registered_and_aliased(store, client):
     _, runs = store
-    losses = {r.run_id: r.best_val_loss for r in runs["sweep"]}
+    losses = {r.run_id: r.metrics["model_val_loss"] for r in runs["sweep"]}
     assert len(set(losses.values())) == 3
     best = min(losses, key=losses.get)
     result = promote("sweep", "argmin-model")
@@ -51,7 +52,8 @@ def test_the_argmin_is_chosen_registered_and_aliased(store, client):
     version = client.get_model_version_by_alias("argmin-model", "champion")
     assert version.run_id == best and str(version.version) == "1"
     assert version.tags["mlflow_dl.source_run"] == best
-    assert version.tags["mlflow_dl.metric"] == "best_val_loss"
+    assert version.tags["mlflow_dl.metric"] == "model_val_loss"
+    assert version.tags["mlflow_dl.comparability_key"] == client.get_run(best).data.tags["mlflow_dl.comparability_key"]
     assert float(version.tags["mlflow_dl.value"]) == pytest.approx(losses[best])
     assert version.tags["mlflow_dl.previous_champion"] == "none"
     # only the winner is registered
@@ -70,7 +72,7 @@ def test_alias_moves_only_on_improvement(store, client):
     _, runs = store
     weak = promote("weak", "moving-model")
     assert weak.run_id == runs["weak"][0].run_id and weak.moved
-    margin = weak.value - min(r.best_val_loss for r in runs["sweep"])
+    margin = weak.value - min(r.metrics["model_val_loss"] for r in runs["sweep"])
     assert margin > 0
     kept = promote("sweep", "moving-model", min_improvement=margin + 1e-3)
     assert not kept.moved and kept.version is None
@@ -90,14 +92,14 @@ def test_other_data_and_signature_change_are_refused(client):
     promote("sweep", "bc-model")
     with pytest.raises(PromotionError, match="input signature .* differs.*--allow-signature-change"):
         promote("diabetes", "bc-model")
-    with pytest.raises(PromotionError, match="not compared"):
+    with pytest.raises(PromotionError, match="comparability key .* not compared.*--allow-key-change"):
         promote("diabetes", "bc-model", allow_signature_change=True)
 
 
 def test_sweep_scope_and_bad_input(store, client):
     _, runs = store
     parent = runs["sweep"][0].run_id
-    with pytest.raises(PromotionError, match="no FINISHED runs"):
+    with pytest.raises(PromotionError, match="no candidate in sweep"):
         find_best("sweep", parent_run_id=parent)  # no children: not a sweep parent
     with pytest.raises(ConfigError, match="experiment='nope'"):
         find_best("nope")
@@ -114,7 +116,8 @@ def test_a_lambda_layer_is_refused_at_promotion(client):
     model.compile(optimizer="adam", loss="mse")
     x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
     mlflow.set_experiment("lambda")
-    with mlflow.start_run():
+    with mlflow.start_run():  # a user's own run says what its val_loss measures (autolog does it from the data)
+        mlflow.set_tags(comparability.tags("xs", "d1", "y", "raw", "mse"))
         model.fit(x, x[:, :1], validation_split=0.25, epochs=1, verbose=0, callbacks=[mlflow_dl.MlflowCallback()])
     with pytest.raises(PromotionError, match="safe_mode"):
         promote("lambda", "lambda-model")
@@ -123,7 +126,7 @@ def test_a_lambda_layer_is_refused_at_promotion(client):
 
 @pytest.mark.parametrize("args, needle", [
     (["--experiment", "does-not-exist"], "experiment='does-not-exist' not found"),
-    (["--experiment", "Default"], "no FINISHED runs"),
+    (["--experiment", "Default"], "no candidate in experiment 'Default'"),
 ])
 def test_promote_cli_bad_input_is_one_line_and_exit_2(tracking_store, args, needle):
     proc = subprocess.run(mlflow_dl_cli() + ["promote", "--model-name", "m", *args],

@@ -58,12 +58,14 @@ def test_family_parent_children_table_plots_best(family, grid, names, tracking_s
     for _, row in table.iterrows():
         m = by_id[row["run_id"]].data.metrics
         assert row["best_val_loss"] == pytest.approx(m["best_val_loss"])
+        assert row["model_val_loss"] == pytest.approx(m["model_val_loss"])
         assert row["best_epoch"] == m["best_epoch"]
         assert row["train_loss_at_best"] == pytest.approx(m["best_epoch_loss"])
         assert row["test_accuracy"] == pytest.approx(m["test_accuracy"])
-    best_loss = min(k.data.metrics["best_val_loss"] for k in kids)  # (ties go to the earlier trial)
+    best_loss = min(k.data.metrics["model_val_loss"] for k in kids)  # (ties go to the earlier trial)
     assert parent.data.tags["best_run_id"] == result.best_run_id
-    assert by_id[result.best_run_id].data.metrics["best_val_loss"] == best_loss
+    assert by_id[result.best_run_id].data.metrics["model_val_loss"] == best_loss
+    assert len({k.data.tags["mlflow_dl.comparability_key"] for k in kids}) == 1  # one data set, one split
     assert parent.data.metrics["n_trials"] == len(names) and parent.data.metrics["n_failed"] == 0
     assert {"results.csv", "plots/loss_vs_swept_value.png", "plots/val_loss_curves.png"} <= artifacts(result.parent_run_id)
 

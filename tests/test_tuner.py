@@ -62,7 +62,8 @@ def test_each_tuner_kind_logs_one_child_per_trial_and_a_summary(tiny, kind, tria
         assert np.isfinite(child.data.metrics["best_val_loss"])
         curve = mlflow.MlflowClient().get_metric_history(child.info.run_id, "val_loss")
         assert len(curve) >= 1
-    best = min(children, key=lambda c: c.data.metrics["best_val_loss"])
+    best = min(children, key=lambda c: c.data.metrics["model_val_loss"])
+    assert len({c.data.tags["mlflow_dl.comparability_key"] for c in children}) == 1
     assert parent.data.tags["best_run_id"] == best.info.run_id == result.best_run_id
     assert "test_mae" in parent.data.metrics and parent.data.metrics["n_trials"] == trials
     paths = {a.path for a in mlflow.MlflowClient().list_artifacts(parent.info.run_id)}
