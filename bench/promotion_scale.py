@@ -2,11 +2,14 @@
 
 A fresh PostgreSQL database (127.0.0.1:5432, user postgres, trust auth) gets its
 MLflow schema from MlflowClient, one experiment, and finished runs with
-`best_val_loss`, `model.total_params` and `data.dataset` bulk-inserted into MLflow's own
-tables (creating 10,000 runs one REST call at a time would take far longer than the
-thing measured). Then a real `mlflow server` on loopback serves that database and we time
-what promote does to decide and publish: `registry.find_best` (one server-side
-search_runs) plus `set_registered_model_alias`, at 1,000 runs and again at 10,000.
+`model_val_loss`, `model.total_params`, `data.dataset` and one comparability key tag
+bulk-inserted into MLflow's own tables (creating 10,000 runs one REST call at a time would
+take far longer than the thing measured). Then a real `mlflow server` on loopback serves
+that database and we time what promote does to decide and publish: `registry.ranked` (the
+server-side search_runs of the candidates of one key, plus the query that finds no other
+key) plus `set_registered_model_alias`, at 1,000 runs and again at 10,000. Not timed: the
+winner's servable-model check (one MLmodel download, whatever the number of runs; these
+bulk-inserted runs have no artifacts).
 Last line: the ratio 10,000 / 1,000 with both seconds.
 
     python bench/promotion_scale.py [--repeats 5]
@@ -48,18 +51,19 @@ def drop_database(name: str) -> None:
 
 
 def insert_runs(db: str, experiment_id: str, start: int, count: int, rng) -> None:
-    """`count` FINISHED runs like mlflow-dl's (params, best_val_loss) straight into the tables."""
+    """`count` FINISHED runs like mlflow-dl's (params, model_val_loss, key tags) straight into the tables."""
     import psycopg2
     from psycopg2.extras import execute_values
 
     now = int(time.time() * 1000)
-    runs, metrics, params = [], [], []
+    runs, metrics, params, tags = [], [], [], []
     for i in range(start, start + count):
         rid = uuid.uuid4().hex
         value = float(0.2 + rng.random())
         runs.append((rid, f"run-{i}", "LOCAL", "", "", "bench", "FINISHED", now + i, now + i + 1, "",
                      "active", f"mlflow-artifacts:/{experiment_id}/{rid}/artifacts", int(experiment_id)))
-        metrics.append(("best_val_loss", value, now, 0, False, rid))
+        metrics += [("model_val_loss", value, now, 0, False, rid), ("best_val_loss", value, now, 0, False, rid)]
+        tags += [("mlflow_dl.comparability_key", "b5b5b5b5b5b5", rid), ("mlflow_dl.comparability.dataset", "breast_cancer", rid)]
         params += [("model.total_params", str(int(rng.integers(100, 10000))), rid),
                    ("data.dataset", "breast_cancer", rid)]
     conn = psycopg2.connect(f"{PG}/{db}")
@@ -72,19 +76,20 @@ def insert_runs(db: str, experiment_id: str, start: int, count: int, rng) -> Non
         execute_values(cur, "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES %s",
                        metrics, page_size=2000)
         execute_values(cur, "INSERT INTO params (key, value, run_uuid) VALUES %s", params, page_size=4000)
+        execute_values(cur, "INSERT INTO tags (key, value, run_uuid) VALUES %s", tags, page_size=4000)
     conn.close()
 
 
 def time_pick_and_move(url: str, name: str, versions: list[str], repeats: int) -> tuple[float, str]:
     import mlflow
 
-    from mlflow_dl.registry import find_best, move_alias
+    from mlflow_dl.registry import move_alias, ranked
 
     client = mlflow.MlflowClient(url)
     times, winner = [], None
     for i in range(repeats):
         started = time.perf_counter()
-        winner, _ = find_best("b5", client=client)
+        winner = ranked("b5", client=client)[0]
         move_alias(name, "champion", versions[i % 2], client=client)
         times.append(time.perf_counter() - started)
     return statistics.median(times), winner.run_id
@@ -115,7 +120,7 @@ def main() -> None:
                 mlflow.MlflowClient(url).search_runs([experiment_id], max_results=1)  # warm the server
                 seconds, winner = time_pick_and_move(url, "b5-model", versions, args.repeats)
             (truth,) = mlflow.MlflowClient(store).search_runs(
-                [experiment_id], max_results=1, order_by=["metrics.best_val_loss ASC"])
+                [experiment_id], max_results=1, order_by=["metrics.model_val_loss ASC"])
             assert winner == truth.info.run_id, (winner, truth.info.run_id)
             results[total] = seconds
             print(f"{total} runs: pick + alias move {seconds:.3f}s (median of {args.repeats})", flush=True)

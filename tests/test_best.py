@@ -185,3 +185,21 @@ def test_resume_keeps_the_best_over_all_epochs(tmp_path):
     assert same(resumed.get_weights(), weights.by_epoch[best])
     assert same(checkpoint_weights(run.info.run_id), weights.by_epoch[best])
     assert not os.path.exists(backup)
+
+
+def test_auto_direction_reads_keras_metrics_and_falls_back_to_the_name():
+    from mlflow_dl.tracking.best import direction
+
+    def my_recall(y, p):  # a plain function: Keras wraps it without a `_direction`
+        return keras.ops.mean(p)
+
+    def spread(y, p):
+        return keras.ops.std(p)
+
+    x, y = data(rows=16)
+    model = classifier()
+    model.compile("sgd", "binary_crossentropy", metrics=["mae", "accuracy", my_recall, spread])
+    model.fit(x, y, epochs=1, verbose=0)
+    assert direction(model, "val_mae") == "min" and direction(model, "accuracy") == "max"
+    assert direction(model, "val_my_recall") == "max" and direction(model, "spread") == "min"
+    assert direction(model, "val_loss") == "min" and direction(model, "val_accuracy", mode="min") == "min"
