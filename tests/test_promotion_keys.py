@@ -125,3 +125,21 @@ def test_early_stopping_restore_beats_last(tracking_store):
     assert restore["model_val_loss"] < last["model_val_loss"]  # the last epoch came after the best
     assert result.best_run_id == restore["run_id"]
     assert promote("mlflow-dl", "es", parent_run_id=result.parent_run_id).run_id == restore["run_id"]
+
+
+@pytest.mark.slow
+def test_main_then_promote_without_filters_lists_the_keys(tracking_store):
+    """The lesson trains four data sets in one experiment and promotes breast_cancer's best itself;
+    a promote with no filter then names every key instead of ranking across them."""
+    out = subprocess.run(mlflow_dl_cli() + ["main", "--epochs", "1"], capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "promote: mlflow-dl-breast-cancer@champion -> version 1" in out.stdout
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("mlflow-dl-breast-cancer", "champion")
+    assert champion.tags[KEY] == key_of(champion.run_id)
+    proc, errors = promote_cli("--experiment", "mlflow-dl", "--model-name", "any")
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    assert "comparability keys" in errors[0]
+    for name in ("breast_cancer", "diabetes", "digits", "sunspots"):
+        assert f"({name}: " in errors[0], errors[0]
+    assert not client.search_registered_models("name = 'any'")
