@@ -352,7 +352,7 @@ def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
 
     result = run(data, model, fit, cells=cells, timesteps=timesteps, workers=workers, experiment=experiment)
     click.echo(f"parent run {result.parent_run_id}: best run {result.best_run_id}")
-    columns = [c for c in ("rank", "trial", "approach", "test_mae", "test_rmse", "test_mase", "best_val_loss", "status")
+    columns = [c for c in ("rank", "trial", "approach", "test_mae", "test_rmse", "test_mase", "model_val_loss", "status")
                if c in result.table]
     click.echo(result.table[columns].to_string(index=False))
 
