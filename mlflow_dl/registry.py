@@ -112,8 +112,8 @@ def _several_keys(client, experiment_id: str, where: list[str], keys: list[str],
     """One line: the keys found, each with its data set names and run count."""
     parts = []
     for k in keys[:MAX_KEYS]:
-        found = client.search_runs([experiment_id], filter_string=" and ".join(where + [f"tags.`{KEY_TAG}` = {_quote(k)}"]),
-                                   max_results=50000)
+        where_k = " and ".join(where + [f"tags.`{KEY_TAG}` = {_quote(k)}"])
+        found = client.search_runs([experiment_id], filter_string=where_k, max_results=50000)
         names = sorted({_candidate(r).dataset for r in found})
         parts.append(f"{k} ({', '.join(names)}: {len(found)} run{'s' if len(found) != 1 else ''})")
     more = f" and more than {MAX_KEYS} others" if len(keys) > MAX_KEYS else ""
