@@ -45,4 +45,8 @@ def mlflow_server(backend: str | None = None):
             yield url
         finally:
             proc.terminate()
-            proc.wait(15)
+            try:
+                proc.wait(60)  # a busy 2-core machine: the server's shutdown has taken over 15 s
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -84,7 +84,7 @@ def _scope(experiment: str, parent_run_id: str | None, dataset: str | None, key:
 
 
 def _where(parent_run_id: str | None, dataset: str | None, key: str | None) -> list[str]:
-    """Candidates: FINISHED, a finite model_val_loss, a comparability key, finite weights, a model."""
+    """Candidates: FINISHED, a model_val_loss, a comparability key, finite weights, a model (server-side)."""
     where = ["attributes.status = 'FINISHED'", f"metrics.{METRIC} > -1e308", f"tags.`{KEY_TAG}` IS NOT NULL",
              f"tags.`{NONFINITE_TAG}` IS NULL", f"tags.`{MODEL_SKIPPED_TAG}` IS NULL"]
     if parent_run_id:
@@ -137,7 +137,7 @@ def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | Non
     scope = _scope(experiment, parent_run_id, dataset, key)
     runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(where),
                               order_by=[f"metrics.{METRIC} ASC"], max_results=TOP)
-    runs = [r for r in runs if math.isfinite(r.data.metrics.get(METRIC, math.nan))]
+    runs = [r for r in runs if _eligible(r)]
     if not runs:
         raise PromotionError(f"no candidate in {scope}: no FINISHED run with a finite {METRIC}, a comparability key, "
                              "finite weights and a servable model; train one first")
@@ -150,7 +150,15 @@ def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | Non
         runs = client.search_runs([exp.experiment_id],
                                   filter_string=" and ".join(where + [f"metrics.{METRIC} <= {best_value!r}"]),
                                   order_by=[f"metrics.{METRIC} ASC"], max_results=5000)
-    return sorted(map(_candidate, runs), key=lambda c: (c.value, c.total_params, c.start_time, c.run_id))
+    return sorted(map(_candidate, filter(_eligible, runs)),
+                  key=lambda c: (c.value, c.total_params, c.start_time, c.run_id))
+
+
+def _eligible(run) -> bool:
+    """A finite model_val_loss, finite weights, and no note that the run has no servable model."""
+    tags = run.data.tags
+    return (math.isfinite(run.data.metrics.get(METRIC, math.nan)) and NONFINITE_TAG not in tags
+            and MODEL_SKIPPED_TAG not in tags)
 
 
 def _servable(run_id: str):
