@@ -176,7 +176,8 @@ class _Bridge:
         splits = self.trial_splits(hp.values)
         window = splits.preprocessing.window
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
-                                      input_example=splits.raw_test.head(5 + window), family=FAMILY)
+                                      input_example=splits.raw_test.head(5 + window), family=FAMILY,
+                                      log_fit_params=False, log_datasets=False)  # begin() logs the spec's
         if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
             mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
             kwargs.pop("batch_size", None)
