@@ -245,3 +245,27 @@ def test_keras_tuner_search_of_a_user_build_model_under_autolog(autologged, tmp_
     assert statuses == ["COMPLETED", "COMPLETED"]
     tracked = [r for r in all_runs() if "model.hidden" in r.data.params]
     assert len(tracked) >= 2 and all(r.info.status == "FINISHED" for r in tracked)
+
+
+def test_custom_losses_regularizers_and_generators_never_break_the_fit(autologged):
+    """What fit_params and fit_datasets cannot name or hash is logged as its kind, or left out."""
+    x, y = lecture_data()
+
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.abs(y_true - y_pred))
+
+    def batches():
+        while True:
+            yield x[:16], y[:16]
+
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(4, kernel_regularizer=lambda w: 0.01 * keras.ops.sum(w ** 2)),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=my_loss)
+    model.fit(batches(), steps_per_epoch=2, epochs=1, verbose=0)
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["compile.loss"] == "my_loss" and params["layer.00.kernel_regularizer"] == "function"
+    assert params["steps_per_epoch"] == "2" and params["batch_size"] == "None"
+    assert "mlflow_dl.data_digest" not in run.data.tags and not run.inputs.dataset_inputs

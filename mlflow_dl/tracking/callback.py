@@ -76,8 +76,9 @@ class MlflowCallback(keras.callbacks.Callback):
 
     `log_fit_params`: fit's arguments, the optimizer, loss, metrics, the callbacks' and layers'
     settings (tracking/fit_params.py); `log_datasets`: the training and validation data as dataset
-    inputs (tracking/fit_datasets.py). Their digests are tagged either way (`data_digests`). Both
-    False where the caller logs its own (the families' runs).
+    inputs (tracking/fit_datasets.py). With either on, the data's digests are tagged
+    (`mlflow_dl.data_digest`, `mlflow_dl.validation_digest`) and kept in `data_digests`. Both off
+    where the caller logs its own (the families' runs).
     """
 
     def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
@@ -188,9 +189,12 @@ class MlflowCallback(keras.callbacks.Callback):
         """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
         arguments = self.fit_arguments or fit_params.arguments_in_fit(self.model)
         self.fit_arguments = None  # the data it holds is not kept past this fit
-        if self.log_fit_params:
-            self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}))
-        self.data_digests = fit_datasets.digests(arguments) if arguments is not None else {}
+        try:
+            if self.log_fit_params:
+                self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}))
+            self.data_digests = fit_datasets.digests(arguments) if arguments is not None else {}
+        except Exception as exc:  # a model or data these cannot read: the fit goes on, tracked without them
+            print(f"mlflow-dl: fit params not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
         tags = {fit_datasets.DIGEST_TAG: self.data_digests.get("training"),
                 fit_datasets.VALIDATION_DIGEST_TAG: self.data_digests.get("validation")}
         if any(tags.values()):

@@ -2,7 +2,7 @@
 
 numpy arrays (one, a list or a dict of them), pandas frames and series, tensors and `tf.data`
 datasets. The validation part is `validation_data`, or the tail `validation_split` cuts off (Keras'
-rule: the last `floor(n * split)` rows... precisely, rows from `floor(n * (1 - split))` on).
+rule: the rows from `floor(n * (1 - validation_split))` on).
 
 The digest is this module's own, because MLflow's digest functions read the whole input: the numpy
 one copies the array (`flatten`), the pandas one applies `type` to every cell, the tf.data one
@@ -110,7 +110,10 @@ def digest(data: tuple) -> str | None:
     md5 = hashlib.md5(usedforsecurity=False)
     for name, leaf in _leaves(data):
         md5.update(name.encode())
-        if not _hash(md5, leaf):
+        try:
+            if not _hash(md5, leaf):
+                return None
+        except (TypeError, ValueError):  # an array-like numpy or pandas cannot hash (ragged, odd dtypes)
             return None
     return md5.hexdigest()[:8]
 

@@ -145,7 +145,10 @@ def compile_params(model) -> dict[str, str]:
         out["optimizer"] = type(optimizer).__name__
         out["learning_rate"] = number(keras.ops.convert_to_numpy(optimizer.learning_rate))
         out.update({f"optimizer_{k}": _text(v) for k, v in optimizer.get_config().items()})
-    config = model.get_compile_config() or {}
+    try:
+        config = model.get_compile_config() or {}
+    except Exception:  # a loss or metric Keras cannot serialize: named from the model below
+        config = {}
     for key in ("loss", "metrics", "loss_weights", "weighted_metrics"):
         if config.get(key) is not None:
             out[f"compile.{key}"] = _name(config[key])
