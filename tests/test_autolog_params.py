@@ -225,7 +225,6 @@ def test_digest_follows_the_values_and_not_the_object():
     assert fit_datasets.digest((iter([x]), y)) is None  # a generator: no digest
 
 
-@pytest.mark.slow
 def test_keras_tuner_search_of_a_user_build_model_under_autolog(autologged, tmp_path):
     """The lecture's `kt.RandomSearch(build_model, ...).search(...)`: keras-tuner imports tensorboard
     for every trial, so mlflow-dl declares it; each trial completes and is tracked."""

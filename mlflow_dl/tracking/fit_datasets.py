@@ -31,7 +31,8 @@ def _is_tf_dataset(x) -> bool:
     return type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec")
 
 
-def _rows(x) -> int | None:
+def rows(x) -> int | None:
+    """How many rows (samples) x holds: its first dimension, or None when it has none (a dataset)."""
     if isinstance(x, dict):
         x = next(iter(x.values()), None)
     elif isinstance(x, (list, tuple)) and x:
@@ -67,7 +68,7 @@ def parts(arguments: dict) -> dict[str, tuple]:
     validation, split = arguments.get("validation_data"), arguments.get("validation_split") or 0.0
     if validation is not None:
         out["validation"] = _unpack(validation)
-    elif split and (n := _rows(x)) is not None:
+    elif split and (n := rows(x)) is not None:
         at = int(math.floor(n * (1.0 - split)))
         out["training"], out["validation"] = (_cut(x, 0, at), _cut(y, 0, at)), (_cut(x, at, n), _cut(y, at, n))
     return out

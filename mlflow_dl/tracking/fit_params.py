@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from mlflow_dl.tracking import fit_datasets
+
 # fit's arguments that stock autolog logs (all but x, y, callbacks, validation_data, verbose)
 FIT_ARGUMENTS = ("batch_size", "epochs", "validation_split", "shuffle", "class_weight", "sample_weight",
                  "initial_epoch", "steps_per_epoch", "validation_steps", "validation_batch_size", "validation_freq")
@@ -42,11 +44,6 @@ def count_fit(run_id: str) -> int:
     """How many fits this process has logged into run `run_id`, this one included (1 for the first)."""
     _fits[run_id] = _fits.get(run_id, 0) + 1
     return _fits[run_id]
-
-
-def fits_in(run_id: str) -> int:
-    """How many fits this process has logged into run `run_id` so far."""
-    return _fits.get(run_id, 0)
 
 
 def bind_fit(fit, model, args: tuple, kwargs: dict) -> dict | None:
@@ -101,22 +98,13 @@ def _text(value) -> str:
     return str(value)
 
 
-def _rows(x) -> int | None:
-    if isinstance(x, dict):
-        x = next(iter(x.values()), None)
-    elif isinstance(x, (list, tuple)) and x:
-        x = x[0]
-    shape = getattr(x, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) and shape[0] is not None else None
-
-
 def argument_params(arguments: dict | None, keras_params: dict) -> dict[str, str]:
     """fit's arguments under stock's keys. `batch_size` is the one Keras used for arrays (32 when
     not given); `epochs` from Keras' own params when fit's arguments are not known."""
     if arguments is None:
         return {"epochs": _text(keras_params.get("epochs"))} if keras_params.get("epochs") is not None else {}
     out = {name: _text(arguments.get(name)) for name in FIT_ARGUMENTS}
-    if arguments.get("batch_size") is None and _rows(arguments.get("x")) is not None:
+    if arguments.get("batch_size") is None and fit_datasets.rows(arguments.get("x")) is not None:
         out["batch_size"] = str(DEFAULT_BATCH_SIZE)
     return out
 
@@ -125,8 +113,8 @@ def _name(obj) -> str:
     """A loss or metric as the user named it: "mse", "AUC", a function's name."""
     if isinstance(obj, str):
         return obj
-    if isinstance(obj, dict) and "class_name" in obj:  # serialized (get_compile_config)
-        return obj["class_name"]
+    if isinstance(obj, dict) and "class_name" in obj:  # serialized (get_compile_config); a function: its name
+        return str(obj.get("config")) if obj["class_name"] == "function" else obj["class_name"]
     if isinstance(obj, (list, tuple)):
         return ",".join(_name(o) for o in obj)
     if isinstance(obj, dict):
