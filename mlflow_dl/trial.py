@@ -137,7 +137,7 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
     tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
                              preprocessing=splits.preprocessing,
                              input_example=splits.raw_test.head(5 + splits.preprocessing.window),
-                             backup_dir=backup)
+                             backup_dir=backup, log_fit_params=False, log_datasets=False)  # run_trial logs the spec's
     # metrics logged before the state is saved; two states kept, so a SIGKILL in the middle of writing one
     # (a corrupt .weights.h5) falls back to the epoch before it
     callbacks += [tracker, keras.callbacks.BackupAndRestore(backup, double_checkpoint=True)]

@@ -36,6 +36,8 @@ def test_run_holds_params_epoch_metrics_and_summary(binary_run):
     for key, value in spec.params().items():
         assert run.data.params[key] == value
     assert run.data.params["keras_version"] == keras.__version__
+    # a family's run holds its spec, not a user fit's params (those are for autolog / MlflowCallback)
+    assert not {"batch_size", "optimizer_name", "callbacks", "layer.00.type"} & set(run.data.params)
     val = client.get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in sorted(val, key=lambda m: m.step)] == [0, 1, 2, 3]
     values = [m.value for m in sorted(val, key=lambda m: m.step)]

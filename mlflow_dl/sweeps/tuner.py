@@ -177,7 +177,8 @@ class _Bridge:
         splits = self.trial_splits(hp.values)
         window = splits.preprocessing.window
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
-                                      input_example=splits.raw_test.head(5 + window), family=FAMILY)
+                                      input_example=splits.raw_test.head(5 + window), family=FAMILY,
+                                      log_fit_params=False, log_datasets=False)  # begin() logs the spec's
         from mlflow_dl.trial import comparability_tags
 
         self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in

@@ -11,7 +11,7 @@ import functools
 
 import keras
 
-from mlflow_dl.tracking import runs
+from mlflow_dl.tracking import fit_params, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
 _original_fit = None
@@ -36,6 +36,7 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
         if any(isinstance(c, MlflowCallback) for c in callbacks):
             return original(self, *args, **kwargs)
         tracker = MlflowCallback(**callback_kwargs)
+        tracker.fit_arguments = fit_params.bind_fit(original, self, args, kwargs)  # what stock autolog logs, and more
         kwargs["callbacks"] = callbacks + [tracker]
         try:
             return original(self, *args, **kwargs)

@@ -28,7 +28,8 @@ import pandas as pd
 from mlflow_dl import heap, tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import best as best_rule
-from mlflow_dl.tracking import model_logging, plots, runs, spool, tensor_inputs
+from mlflow_dl.tracking import comparability
+from mlflow_dl.tracking import fit_datasets, fit_params, model_logging, plots, runs, spool, tensor_inputs
 from mlflow_dl.tracking.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
@@ -37,6 +38,7 @@ MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # why a run has no servable model
 NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # why the logged weights are no candidate (NaN / infinity)
 MODEL_VAL_LOSS_TAG = "mlflow_dl.model_val_loss_epoch"  # set when model_val_loss is not the model epoch's own
 BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, for `mlflow-dl resume`
+SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
 
@@ -53,6 +55,14 @@ def _in_background(fn, *args) -> Future:
 
     threading.Thread(target=run, name="mlflow-dl-prepare", daemon=True).start()
     return future
+
+
+def _validation_rule(arguments: dict | None) -> str:
+    """How a user's fit chose its validation rows, for the comparability key."""
+    arguments = arguments or {}
+    if arguments.get("validation_data") is not None:
+        return "validation_data"
+    return f"validation_split={arguments.get('validation_split') or 0.0:g}"
 
 
 def _version(dist: str) -> str:
@@ -80,12 +90,21 @@ class MlflowCallback(keras.callbacks.Callback):
     falls back to the training loss. Epochs with a non-finite value never are.
 
     Uses the active run, or starts one (and ends it) when none is active; the
-    pyfunc model is that run's logged model `model` (`runs:/RUN_ID/model`).
+    pyfunc model is that run's logged model `model` (`runs:/RUN_ID/model`). A further fit in a run
+    this process already logged a fit into gets a nested run of its own (`fit 2`, ...): MLflow
+    refuses to change a param, and each fit keeps its own metrics and model.
+
+    `log_fit_params`: fit's arguments, the optimizer, loss, metrics, the callbacks' and layers'
+    settings (tracking/fit_params.py); `log_datasets`: the training and validation data as dataset
+    inputs (tracking/fit_datasets.py). With either on, the data's digests are tagged
+    (`mlflow_dl.data_digest`, `mlflow_dl.validation_digest`) and kept in `data_digests`. Both off
+    where the caller logs its own (the families' runs).
     """
 
     def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
-                 family: str = "autolog", backup_dir: str | None = None, mode: str = "auto"):
+                 family: str = "autolog", backup_dir: str | None = None, mode: str = "auto",
+                 log_fit_params: bool = True, log_datasets: bool = True):
         """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
         it already exists (`mlflow-dl resume`) the steps the run holds are not logged again."""
         super().__init__()
@@ -97,6 +116,11 @@ class MlflowCallback(keras.callbacks.Callback):
         self.preprocessing = preprocessing
         self.input_example = input_example
         self.family = family
+        self.log_fit_params = log_fit_params
+        self.log_datasets = log_datasets
+        self.fit_arguments: dict | None = None  # fit's arguments by name, when the caller knows them (autolog)
+        self.data_digests: dict[str, str] = {}  # {"training": ..., "validation": ...} of this fit's data
+        self._datasets: Future | None = None  # the datasets being logged
         self.run_id: str | None = None
         self.model_info = None
         self._logger: BackgroundLogger | None = None  # from on_train_begin
@@ -115,11 +139,14 @@ class MlflowCallback(keras.callbacks.Callback):
         self._gradients_before = tf_runtime.custom_gradients()
         self._interrupted = None
         active = mlflow.active_run()
+        nested = self._nested_run(active)
+        if nested:
+            active = None
         self._owns_run = active is None
         uri = mlflow.get_tracking_uri()
         create = None
         if active is None and runs.reachable(uri):
-            active = runs.start_run(self.family)
+            active = runs.start_run(self.family, **nested)
         elif active is None:  # server down: the run is created when it is back, with this start time
             create = runs.offline_run(self.family)
         run_id = active.info.run_id if active is not None else None
@@ -127,8 +154,8 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger = BackgroundLogger(self._client, run_id, spool.Journal(uri, run_id), create)
         self.offline = run_id is None
         self.run_id = run_id or self._logger.journal.key
-        if self._owns_run:
-            self._log_fit_params()
+        if self.log_fit_params or self.log_datasets:
+            self._log_fit(active)
         self._logged_through = -1
         self._earlier: dict[int, dict[str, float]] = {}  # a resumed run's epochs from before the kill
         if self.backup_dir:
@@ -172,12 +199,46 @@ class MlflowCallback(keras.callbacks.Callback):
         if self._size_logged:
             self._logger.log_params({"model.total_params": self.model.count_params()})
 
-    def _log_fit_params(self):
-        optimizer = self.model.optimizer
-        params = {"epochs": self.params.get("epochs"), "optimizer": type(optimizer).__name__ if optimizer else None}
-        if optimizer is not None:
-            params["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        self._logger.log_params({k: v for k, v in params.items() if v is not None})
+    def _nested_run(self, active) -> dict:
+        """runs.start_run's arguments for a nested run when this is a further fit in the active run
+        (`fit 2`, ...); {} otherwise. Only for a user's fits: a family's run has one fit, and
+        `mlflow-dl resume` fits its run again on purpose."""
+        if active is None or not self.log_fit_params:
+            return {}
+        count = fit_params.count_fit(active.info.run_id)
+        if count == 1:
+            return {}
+        return {"run_name": f"fit {count}", "parent_run_id": active.info.run_id,
+                "parent_experiment_id": active.info.experiment_id}
+
+    def _log_fit(self, active) -> None:
+        """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
+        arguments = self.fit_arguments or fit_params.arguments_in_fit(self.model)
+        self.fit_arguments = None  # the data it holds is not kept past this fit
+        try:
+            if self.log_fit_params:
+                self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}))
+            self.data_digests = fit_datasets.digests(arguments) if arguments is not None else {}
+        except Exception as exc:  # a model or data these cannot read: the fit goes on, tracked without them
+            print(f"mlflow-dl: fit params not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
+        tags = {fit_datasets.DIGEST_TAG: self.data_digests.get("training"),
+                fit_datasets.VALIDATION_DIGEST_TAG: self.data_digests.get("validation")}
+        if self.log_datasets and tags[fit_datasets.DIGEST_TAG]:  # a user's fit: its key comes from its data
+            tags.update(comparability.fit_tags(self.model, "fit", list(self.data_digests.values()),
+                                               _validation_rule(arguments)))
+        if any(tags.values()):
+            self._logger.set_tags({k: v for k, v in tags.items() if v is not None})
+        if self.log_datasets and self.data_digests and not self.offline:
+            source = {k: v for k, v in active.data.tags.items() if k in SOURCE_TAGS}
+            self._datasets = _in_background(self._log_datasets, arguments, source)
+
+    def _log_datasets(self, arguments: dict, source: dict) -> None:
+        """Training and validation data as the run's dataset inputs; a failure is one line, never the fit's."""
+        try:
+            for dataset, context in fit_datasets.datasets(arguments, self.data_digests, source):
+                runs.log_dataset(dataset, context, run_id=self.run_id)
+        except Exception as exc:  # an input mlflow.data cannot describe: the digests are tagged anyway
+            print(f"mlflow-dl: datasets not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._interrupted:  # cut short at a batch: not logged as a whole epoch, nor backed up after this
@@ -414,6 +475,8 @@ class MlflowCallback(keras.callbacks.Callback):
                 self._end_through_journal(curves and curves.result(), files and files[0])
                 return
             jobs = [self._architecture or side.submit(self._log_architecture)]
+            if self._datasets is not None:
+                jobs.append(self._datasets)
             if curves is not None:
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
             if files is not None:

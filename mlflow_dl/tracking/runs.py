@@ -88,8 +88,9 @@ def existing_run(run_id: str):
                           f"{redact(mlflow.get_tracking_uri())}; expected the id of an existing run") from None
 
 
-def log_dataset(dataset, context: str = "training", attempts: int = 3) -> None:
-    """mlflow.log_input, tried again when another run wrote the same dataset meanwhile.
+def log_dataset(dataset, context: str = "training", attempts: int = 3, run_id: str | None = None) -> None:
+    """mlflow.log_input (to run `run_id` when given, from any thread), tried again when another run
+    wrote the same dataset meanwhile.
 
     MLflow's SQL store looks the dataset up, then inserts it: two runs of one experiment
     logging a new dataset at once (a sweep's parallel children) collide on its unique key
@@ -98,7 +99,11 @@ def log_dataset(dataset, context: str = "training", attempts: int = 3) -> None:
     """
     for attempt in range(1, attempts + 1):
         try:
-            return mlflow.log_input(dataset, context=context)
+            if run_id is None:
+                return mlflow.log_input(dataset, context=context)
+            entity = mlflow.entities.Dataset(**dataset.to_dict())  # what mlflow.log_input sends
+            context_tag = mlflow.entities.InputTag("mlflow.data.context", context)
+            return mlflow.MlflowClient().log_inputs(run_id, [mlflow.entities.DatasetInput(entity, [context_tag])])
         except mlflow.exceptions.MlflowException as exc:
             if attempt == attempts or not any(s in str(exc) for s in ("UNIQUE constraint", "duplicate key")):
                 raise
