@@ -436,8 +436,9 @@ def program() -> None:
     would, minus the interpreter's teardown. With TensorFlow, MLflow and pandas loaded, freeing every
     module and object one by one takes 2-3 s after the work is done, on every command. For the same
     reason, what a sweep or fit freezes out of garbage collection stays frozen (heap.for_good)."""
-    from mlflow_dl import heap
+    from mlflow_dl import heap, process
 
+    process.own()  # this process is mlflow-dl's: it may tune the heap and TensorFlow for its fits
     heap.importing()
     heap.for_good()
     try:

@@ -25,7 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlflow_dl import heap, tf_runtime
+from mlflow_dl import tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import model_logging, plots, runs, spool, tensor_inputs
 from mlflow_dl.tracking.logger import BackgroundLogger
@@ -90,17 +90,12 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
         self._interrupted: str | None = None  # the signal's name once SIGTERM / Ctrl-C came during fit
-        self._froze_heap = False  # whether fit froze the heap (heap.hold), to unfreeze after it
-        self._gradients_before: frozenset[str] | None = None  # TensorFlow's custom gradients before fit
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
-        # what this process has loaded (TensorFlow, MLflow, pandas) stays out of the full collections
-        # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
-        self._froze_heap = heap.hold()
-        tf_runtime.cache_saving_skipsets()  # BackupAndRestore's save every epoch, best.keras at the end
+        # nothing process-wide here (the garbage collector, Keras' and TensorFlow's globals): the process
+        # may be a user's; mlflow-dl's own processes tune themselves around the fit (trial.fit_tracked)
         tf_runtime.trace_train_step_once(self.model)
-        self._gradients_before = tf_runtime.custom_gradients()
         self._interrupted = None
         active = mlflow.active_run()
         self._owns_run = active is None
@@ -217,19 +212,12 @@ class MlflowCallback(keras.callbacks.Callback):
                     self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def release(self) -> None:
-        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen,
-        the train step's graph no longer pinned by TensorFlow (tf_runtime.forget_custom_gradients).
+        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had.
 
         on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
         calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
         """
         self._restore_signals()
-        if self._gradients_before is not None:
-            tf_runtime.forget_custom_gradients(self._gradients_before)
-            self._gradients_before = None
-        if self._froze_heap:
-            heap.let_go()
-            self._froze_heap = False
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -286,7 +274,7 @@ class MlflowCallback(keras.callbacks.Callback):
                 self._end_interrupted()
             self._end_fit()
         finally:
-            self.release()  # the heap stays frozen through the end's figures and uploads
+            self.release()
 
     def _end_fit(self) -> None:
         """Summary, curves, checkpoint and the servable model; the run ended if this callback owns it.
