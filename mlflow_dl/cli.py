@@ -195,7 +195,7 @@ def server(backend_store_uri, artifacts_destination, host, port, app_name, allow
 
 
 @cli.command()
-@click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal).")
+@click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal, and the per-user folder journals go to when that cannot be written).")
 def sync(journal_dir):
     """Send what runs journaled while the tracking server was away (idempotent: nothing twice)."""
     from mlflow_dl.tracking.spool import replay_all

@@ -204,7 +204,8 @@ class MlflowCallback(keras.callbacks.Callback):
         return self._logger is None or self._logger.flush(timeout=timeout)
 
     def _handle_signals(self) -> None:
-        """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED (_end_interrupted)."""
+        """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED
+        (_end_interrupted); the handler that was there before is chained (_on_signal)."""
         self._old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -230,16 +231,26 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
-        """Only note the signal and ask Keras to stop at the end of the running batch.
+        """Note the signal, ask Keras to stop at the end of the running batch, then chain to the handler
+        that was there before fit.
 
         The handler runs between any two bytecodes of the main thread: inside the journal's lock,
         inside TensorFlow tracing the train step. Flushing or raising there can deadlock, or have
         the interrupt turned into another error; _end_interrupted does both where it is safe. A second
         signal goes to the handler fit found, for a fit that never reaches the end of its batch.
+
+        Chaining: a handler of the application's own (a cluster's preemption handler) is called now,
+        with the same arguments, as it would have been without tracking; what it raises propagates.
+        Python's default Ctrl-C handler (raise KeyboardInterrupt) and the default action (SIG_DFL:
+        terminate) are not called: the KeyboardInterrupt _end_interrupted raises at the end of the
+        batch, once the run is ended KILLED, stands for both.
         """
+        previous = self._old_handlers.get(signum)
         self._restore_signals()
         self._interrupted = signal.Signals(signum).name
         self.model.stop_training = True
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
 
     def _end_interrupted(self) -> None:
         """Everything logged so far delivered (or kept in the journal), the run ended KILLED if it
