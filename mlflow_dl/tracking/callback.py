@@ -90,6 +90,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
         self._interrupted: str | None = None  # the signal's name once SIGTERM / Ctrl-C came during fit
+        self._steps_before = 0  # the optimizer's steps when the epoch began: was the epoch cut by the signal?
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -157,8 +158,21 @@ class MlflowCallback(keras.callbacks.Callback):
             params["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         self._logger.log_params({k: v for k, v in params.items() if v is not None})
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps_before = self._steps_taken()
+
+    def _steps_taken(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _epoch_cut(self) -> bool:
+        """Whether the signal stopped the epoch before its last batch (it may also have come after it,
+        during validation or the epoch's callbacks: then the epoch is whole, logged and backed up as such,
+        and on_train_end ends the run)."""
+        steps = self.params.get("steps")
+        return not steps or self._steps_taken() - self._steps_before < steps
+
     def on_epoch_end(self, epoch, logs=None):
-        if self._interrupted:  # cut short at a batch: not logged as a whole epoch, nor backed up after this
+        if self._interrupted and self._epoch_cut():  # not logged as a whole epoch, nor backed up after this
             self._end_interrupted()
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
