@@ -82,10 +82,15 @@ class BackgroundLogger:
             batch = [self._items[0]]
             if batch[0]["op"] in BATCHABLE:
                 size = len(batch[0].get("metrics", ()))
+                params = dict(batch[0].get("params", {}))
                 for record in list(self._items)[1:]:
                     size += len(record.get("metrics", ()))
                     if record["op"] not in BATCHABLE or size > MAX_BATCH or len(batch) >= 50:
                         break
+                    # a param again with another value: its own call, so the server keeps the first and refuses it
+                    if any(params.get(k, v) != v for k, v in record.get("params", {}).items()):
+                        break
+                    params.update(record.get("params", {}))
                     batch.append(record)
             return batch
 

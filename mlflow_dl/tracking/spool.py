@@ -148,6 +148,23 @@ def send(client, run_id: str | None, record: dict) -> str:
     return run_id
 
 
+def _send_or_drop(client, run_id: str | None, record: dict) -> tuple[str | None, bool]:
+    """send(); what the server refuses for good (a param logged again with another value) is dropped, item by
+    item, with a warning line, so that it is acknowledged rather than sent again at every sync. (run id,
+    whether anything of the record was taken)."""
+    try:
+        return send(client, run_id, record), True
+    except Exception as exc:
+        if (refused := rejection.reason(exc)) is None:
+            raise
+    parts = rejection.apart(record)
+    if len(parts) > 1:
+        return run_id, any([_send_or_drop(client, run_id, part)[1] for part in parts])
+    print(f"mlflow-dl: the tracking server refused {rejection.describe(record)} of run {run_id}; dropped: {refused}",
+          file=sys.stderr)
+    return run_id, False
+
+
 def replay(path: str, client=None) -> int:
     """Send what a journal file holds without an ack, in order; returns how many records were sent."""
     import mlflow
@@ -166,21 +183,13 @@ def replay(path: str, client=None) -> int:
         for record in lines:
             if "seq" not in record or record["seq"] in acked:
                 continue
-            try:
-                bound = send(client, run_id, record)
-            except Exception as exc:
-                if (refused := rejection.reason(exc)) is None:
-                    raise
-                # refused for good (a param logged again with another value): acknowledged, not sent again
-                print(f"mlflow-dl: the tracking server refused {rejection.describe(record)} of run {run_id}; "
-                      f"dropped: {refused}", file=sys.stderr)
-                bound = run_id
+            bound, delivered = _send_or_drop(client, run_id, record)
             if bound != run_id:
                 run_id = bound
                 out.write(json.dumps({"bind": run_id}) + "\n")
             out.write(json.dumps({"ack": record["seq"]}) + "\n")
             out.flush()
-            sent += 1
+            sent += delivered
     os.remove(path)
     shutil.rmtree(path[: -len(".jsonl")] + ".files", ignore_errors=True)
     return sent
