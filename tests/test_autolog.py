@@ -127,7 +127,7 @@ def test_callback_by_hand_without_autolog_and_failed_fit_is_not_left_running():
 
 def test_a_fit_that_raises_gives_ctrl_c_back_and_ends_its_run_failed(autologged):
     """Keras skips on_train_end when fit raises: Ctrl-C must not stay routed to the finished callback,
-    and the heap frozen for the fit is unfrozen."""
+    and nothing is left frozen out of the garbage collector's reach."""
     import gc
 
     class Boom(keras.callbacks.Callback):

@@ -10,36 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import keras
 import mlflow
-import numpy as np
 import pytest
 
 import mlflow_dl
 from conftest import all_runs
+from test_autolog import autologged, user_data, user_model  # noqa: F401 - autologged is a fixture
 from mlflow_dl.config import FitSpec, ModelSpec, TrialSpec
-
-
-def user_model():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    return model
-
-
-def user_data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    return x, (x @ np.array([1.0, -2.0, 0.5, 0.0])).astype("float32")
-
-
-@pytest.fixture
-def autologged():
-    mlflow_dl.autolog()
-    yield
-    mlflow_dl.autolog(disable=True)
 
 
 @pytest.fixture
