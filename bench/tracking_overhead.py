@@ -1,15 +1,20 @@
 """B1: what tracking adds to a 50-epoch fit (see ../shared/BENCHMARKS.md).
 
 Arms, one process each, interleaved, against a real `mlflow server` (SQLite) on
-loopback: plain `model.fit`; stock `mlflow.keras.autolog()`; mlflow-dl's
-MlflowCallback with everything it logs by default. Each arm is timed from the
-start of `fit` until a second client sees the run complete (FINISHED, all
-epochs' metrics, and for the tracked arms the model). Last line: the ratio.
-A fourth arm, plain-once, is the plain fit with the one change MlflowCallback makes
+loopback: plain `model.fit`; stock `mlflow.keras.autolog()` with its defaults (its model
+logged, pip requirements inferred); stock `mlflow.keras.autolog(log_models=False)`
+(autolog-nomodel: its params, metrics and dataset, no model: less than mlflow-dl logs);
+mlflow-dl's autolog with everything it logs by default. Each arm is a user's own
+process: nothing in it is mlflow-dl's to tune (no heap freezing, no Keras or
+TensorFlow globals touched). Each arm is timed from the start of `fit` until a second
+client sees the run complete (FINISHED, all epochs' metrics, and for mlflow-dl the
+model). Last line: the ratio.
+A fifth arm, plain-once, is the plain fit with the one change MlflowCallback makes
 to Keras' training (tf_runtime.trace_train_step_once: the train step traced once,
 not twice), so that what tracking itself costs is printed too: mlflow-dl / plain-once.
 
     python bench/tracking_overhead.py [--repeats 5] [--epochs 50]
+    python bench/tracking_overhead.py --quick    # one repeat of 3 epochs: does every arm run?
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ARMS = ("plain", "autolog", "mlflow-dl", "plain-once")
+ARMS = ("plain", "autolog", "autolog-nomodel", "mlflow-dl", "plain-once")
+STOCK = ("autolog", "autolog-nomodel")
 
 
 def run_arm(arm: str, uri: str, epochs: int) -> float:
@@ -45,17 +51,19 @@ def run_arm(arm: str, uri: str, epochs: int) -> float:
     callbacks = []
     if arm == "autolog":
         mlflow.keras.autolog()
+    elif arm == "autolog-nomodel":
+        mlflow.keras.autolog(log_models=False)
     elif arm == "mlflow-dl":
-        from mlflow_dl import MlflowCallback
+        import mlflow_dl
 
-        callbacks = [MlflowCallback()]
+        mlflow_dl.autolog()
     elif arm == "plain-once":
         from mlflow_dl import tf_runtime
 
         callbacks = [keras.callbacks.LambdaCallback(on_train_begin=lambda logs: tf_runtime.trace_train_step_once(model))]
     started = time.perf_counter()
     model.fit(x, y, validation_split=0.2, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
-    if arm in ("autolog", "mlflow-dl"):
+    if arm in (*STOCK, "mlflow-dl"):
         run_id = mlflow.last_active_run().info.run_id
         client = mlflow.MlflowClient(uri)  # a second client: is the run complete on the server?
         run = client.get_run(run_id)
@@ -75,9 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="one repeat of 3 epochs (a check that every arm runs)")
     parser.add_argument("--arm", choices=ARMS)
     parser.add_argument("--uri")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.epochs = 1, 3
     if args.arm:
         print(json.dumps({"seconds": run_arm(args.arm, args.uri, args.epochs)}))
         return
@@ -95,7 +106,8 @@ def main() -> None:
                 status = [line for line in proc.stderr.splitlines() if line.startswith(f"{arm}: status=")]
                 print(f"rep {rep + 1} {arm}: {times[arm][-1]:.2f}s {status[-1] if status else ''}", flush=True)
     med = {arm: statistics.median(v) for arm, v in times.items()}
-    print(f"stock autolog: {med['autolog']:.2f}s = {med['autolog'] / med['plain']:.2f}x plain")
+    print(f"stock autolog: {med['autolog']:.2f}s = {med['autolog'] / med['plain']:.2f}x plain; "
+          f"with log_models=False: {med['autolog-nomodel']:.2f}s = {med['autolog-nomodel'] / med['plain']:.2f}x plain")
     print(f"tracking alone: mlflow-dl / plain with the train step traced once = "
           f"{med['mlflow-dl'] / med['plain-once']:.2f} (plain-once {med['plain-once']:.2f}s)")
     print(f"tracking_overhead ratio={med['mlflow-dl'] / med['plain']:.2f} "

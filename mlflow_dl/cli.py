@@ -198,7 +198,7 @@ def server(backend_store_uri, artifacts_destination, host, port, app_name, allow
 
 
 @cli.command()
-@click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal).")
+@click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal, and the per-user folder journals go to when that cannot be written).")
 def sync(journal_dir):
     """Send what runs journaled while the tracking server was away (idempotent: nothing twice)."""
     from mlflow_dl.tracking.spool import replay_all
@@ -439,8 +439,9 @@ def program() -> None:
     would, minus the interpreter's teardown. With TensorFlow, MLflow and pandas loaded, freeing every
     module and object one by one takes 2-3 s after the work is done, on every command. For the same
     reason, what a sweep or fit freezes out of garbage collection stays frozen (heap.for_good)."""
-    from mlflow_dl import heap
+    from mlflow_dl import heap, process
 
+    process.own()  # this process is mlflow-dl's: it may tune the heap and TensorFlow for its fits
     heap.importing()
     heap.for_good()
     try:

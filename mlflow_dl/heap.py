@@ -4,12 +4,18 @@ With TensorFlow, MLflow and pandas loaded, a full collection scans hundreds of t
 long-lived objects: 0.2-0.5 s on 2 cores, as long as a short fit. keras-tuner runs one before
 every trial, and Python's own collector runs one every few fits, at a moment set by how many
 objects survived since the last. Frozen, a collection scans only what the fits create.
+
+Only in a process mlflow-dl owns (process.own(): the `mlflow-dl` program, its sweep workers). In a
+user's process every function here does nothing: `gc.unfreeze()` would undo the host's own freeze,
+and thresholds it set are its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+
+from mlflow_dl import process
 
 # whether this module froze the heap; gc.get_freeze_count() would tell too, but it walks every
 # frozen object (~40 ms with TensorFlow loaded), once per fit
@@ -25,7 +31,7 @@ def importing() -> None:
     command's ~5.8 s start. Once the heap is held, what is loaded is frozen already: nothing to do (a
     Ray worker process initialised again for another sweep would otherwise keep the raised thresholds)."""
     global _thresholds
-    if _thresholds is None and not _frozen:
+    if _thresholds is None and not _frozen and process.owned():
         _thresholds = gc.get_threshold()
         gc.set_threshold(50_000, *_thresholds[1:])
 
@@ -36,7 +42,7 @@ def hold() -> bool:
     sweep, a search or a worker). True when this call froze it: the caller then calls let_go(), unless
     the process only runs trials (a worker), whose heap stays frozen for good."""
     global _frozen, _thresholds
-    if _frozen:
+    if _frozen or not process.owned():
         return False
     gc.freeze()
     _frozen = True

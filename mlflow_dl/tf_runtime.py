@@ -1,6 +1,12 @@
 """How TensorFlow and Keras run the small models of these lessons: three settings, each measured.
 
-- Keras' saving cache (every fit): each save works out which attributes of a layer, optimizer or
+Where each applies: in a process mlflow-dl owns (process.py: the CLI, its workers) all four, through
+own_fit() around each fit. In a user's process (autolog, MlflowCallback, the Python API) only the one
+trace of the train step, which touches nothing but that model's train function during that fit; the
+other three reach into process-wide state of Keras or TensorFlow and are left alone there. The README's
+"Workarounds" table lists them with their upstream issues and fallbacks.
+
+- Keras' saving cache (fits in mlflow-dl's processes): each save works out which attributes of a layer, optimizer or
   metric to skip by building a throwaway object of that kind. Keras caches the answer under one
   key and looks it up under another, so it never hits (keras 3.11-3.15, saving_lib.get_attr_skipset).
   That is 8 of the 18 ms a small model's `save_weights` takes, paid by BackupAndRestore every epoch.
@@ -12,17 +18,17 @@
   Ray tasks and `mlflow run` entry points) turn it off; `MLFLOW_DL_GRAPPLER=on` keeps it. In a
   user's own process the Python API (train, sweep) turns it off only if MLFLOW_DL_GRAPPLER=off is
   set, and autolog and MlflowCallback never touch TensorFlow's settings.
-- One trace of the train step (every fit): without a distribution strategy, Keras' TensorFlow trainer
+- One trace of the train step (every tracked fit, MlflowCallback.on_train_begin): without a distribution strategy, Keras' TensorFlow trainer
   creates the optimizer's and the metrics' variables inside the first traced train step, and
   TensorFlow then traces that step a second time without them. Building them first, from the spec
   of the first batch, as Keras does under a strategy, saves that second trace: 0.37 s of the
   lesson's MLP's 0.82 s first epoch, same losses.
-- Each fit's train step freed with its model (every tracked fit): tracing the step, Keras' optimizer
+- Each fit's train step freed with its model (fits in mlflow-dl's processes): tracing the step, Keras' optimizer
   sums the gradients through `tf.custom_gradient`, which registers a gradient function under a new
   name in TensorFlow's global gradient registry and never removes it (tensorflow#97697, still so
   in TensorFlow 2.21.0). That function holds the traced step's graph, so every fit in a process
   kept its graph after clear_session (the lesson's MLP: 740 operations, ~5,000 Python objects that
-  every later full collection scans, 15 MiB of the process a trial). The callback drops what its
+  every later full collection scans, 15 MiB of the process a trial). own_fit() drops what its
   fit registered for that sum once fit is over: nothing differentiates the sum, so nothing looks its
   gradient up again (a SavedModel export skips a gradient it cannot find). A model's own custom
   gradients stay registered.
@@ -30,9 +36,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
+from mlflow_dl import process
 from mlflow_dl.errors import ConfigError
 
 GRAPPLER_ENV = "MLFLOW_DL_GRAPPLER"
@@ -154,3 +162,18 @@ def forget_custom_gradients(known: frozenset[str]) -> None:
     for name in [n for n, entry in registry.items()
                  if n.startswith(_CUSTOM_GRADIENT) and n not in known and _sums_gradients(entry)]:
         del registry[name]
+
+
+@contextlib.contextmanager
+def own_fit():
+    """Around a fit in a process mlflow-dl owns: Keras' saving cache filled, and the gradient sums the
+    fit registers dropped after it. In a user's process: nothing (Keras and TensorFlow as they are)."""
+    if not process.owned():
+        yield
+        return
+    cache_saving_skipsets()
+    known = custom_gradients()
+    try:
+        yield
+    finally:
+        forget_custom_gradients(known)

@@ -13,7 +13,7 @@ import keras
 import mlflow
 import numpy as np
 
-from mlflow_dl import tf_runtime
+from mlflow_dl import heap, tf_runtime
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
@@ -144,9 +144,13 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
     # y None: x yields (input, target) batches itself (a keras PyDataset of windows)
     train = (splits.x_train,) if splits.y_train is None else (splits.x_train, splits.y_train)
     val = splits.x_val if splits.y_val is None else (splits.x_val, splits.y_val)
+    # in mlflow-dl's own processes (the CLI, its workers): what the process has loaded stays out of the full
+    # collections Python would run during fit, and Keras' and TensorFlow's workarounds (tf_runtime); in a
+    # user's process (the Python API) both do nothing
     try:
-        model.fit(*train, validation_data=val,
-                  epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
+        with heap.frozen(), tf_runtime.own_fit():
+            model.fit(*train, validation_data=val,
+                      epochs=fit.epochs, batch_size=fit.batch_size, verbose=fit.verbose, callbacks=callbacks)
     finally:
         tracker.release()
     return tracker

@@ -30,3 +30,15 @@ def test_serving_latency_benchmark_runs_in_quick_mode(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert re.match(r"serving_latency ratio=\d+\.\d+ \(stock [\d.]+ ms / mlflow-dl [\d.]+ ms one-row p50", last), last
+
+
+@pytest.mark.slow
+def test_tracking_overhead_quick_mode_runs_every_arm():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "tracking_overhead.py"), "--quick"],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    arms = {m.group(1) for line in lines if (m := re.match(r"rep 1 (\S+): \d+\.\d+s", line))}
+    assert arms == {"plain", "autolog", "autolog-nomodel", "mlflow-dl", "plain-once"}
+    assert re.fullmatch(r"tracking_overhead ratio=\d+\.\d\d \(mlflow-dl \S+s / plain \S+s, median of 1\)", lines[-1])

@@ -1,5 +1,6 @@
 """tf_runtime: Keras' saving cache filled where Keras reads it; Grappler off in mlflow-dl's own processes;
-one trace of the train step; the train step's graph freed with its model."""
+one trace of the train step; the train step's graph freed with its model. Each workaround: its fallback when
+the private API is gone, and an xfail(strict) test that passes (so fails) once upstream fixes the bug."""
 
 import gc
 import subprocess
@@ -38,10 +39,26 @@ def layers_built_by_saving(model, path) -> int:
     return built
 
 
+@pytest.fixture
+def owned(monkeypatch):
+    """This test process as one mlflow-dl owns (the CLI's, a worker's)."""
+    from mlflow_dl import process
+
+    monkeypatch.setattr(process, "_owned", True)
+
+
+@pytest.mark.xfail(strict=True, reason="Keras 3.11-3.15 caches get_attr_skipset under saving_attr_skipset_* and reads "
+                   "saving_attr_skiplist_*: when this passes, drop tf_runtime.cache_saving_skipsets")
+def test_upstream_keras_saving_cache_hits_on_its_own(tmp_path):
+    model = small_model()
+    keras.backend.clear_session(free_memory=False)
+    model.save_weights(tmp_path / "first.weights.h5")  # Keras caches what it worked out...
+    assert layers_built_by_saving(model, tmp_path / "second.weights.h5") == 0  # ...and would find it again
+
+
 def test_saving_cache_is_filled_where_keras_reads_it_and_saves_the_same_weights(tmp_path):
     model = small_model()
     keras.backend.clear_session(free_memory=False)  # what every sweep does between trials: the cache is empty
-    # Keras' own cache misses (if this fails, Keras fixed its look-up and tf_runtime can drop the workaround)
     assert layers_built_by_saving(model, tmp_path / "before.weights.h5") > 0
     tf_runtime.cache_saving_skipsets()
     assert layers_built_by_saving(model, tmp_path / "after.weights.h5") == 0
@@ -119,12 +136,16 @@ def fit_counting(callbacks, model=None):
     return CountingTraces.traces, history.history
 
 
+@pytest.mark.xfail(strict=True, reason="Keras' TensorFlow trainer makes the optimizer's and metrics' variables inside "
+                   "the first trace of the train step, so TensorFlow traces it again (tensorflow#48851): when this "
+                   "passes, drop tf_runtime.trace_train_step_once")
+def test_upstream_keras_traces_the_train_step_once_on_its_own():
+    assert fit_counting([])[0] == 1
+
+
 def test_a_tracked_fit_traces_the_train_step_once_and_learns_the_same(tracking_store):
     plain_traces, plain = fit_counting([])
     tracked_traces, tracked = fit_counting([MlflowCallback(log_model=False)])
-    # Keras' own: variables made in the first trace, so TensorFlow traces again (if this fails, Keras builds
-    # them first itself and tf_runtime can drop the workaround)
-    assert plain_traces == 2
     assert tracked_traces == 1
     assert tracked.keys() == plain.keys()
     for name, values in plain.items():
@@ -147,21 +168,99 @@ def live_graphs() -> int:
     return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
 
 
-def test_fits_in_a_loop_free_each_train_step_graph_with_its_model(tracking_store):
+@pytest.mark.xfail(strict=True, reason="TensorFlow's gradient registry keeps each fit's traced step, model gone or not "
+                   "(tensorflow#97697): when this passes, drop tf_runtime.forget_custom_gradients")
+def test_upstream_tensorflow_frees_each_train_step_graph_with_its_model():
+    fit_counting([])
     before = live_graphs()
     for _ in range(3):
         fit_counting([])
-    # TensorFlow's own: its gradient registry keeps each fit's traced step, model gone or not (if this
-    # fails, TensorFlow fixed tensorflow#97697 and tf_runtime can drop forget_custom_gradients)
-    assert live_graphs() - before >= 3
+    assert live_graphs() == before
+
+
+def test_fits_in_mlflow_dls_own_process_free_each_train_step_graph_with_its_model(owned, tracking_store):
+    with tf_runtime.own_fit():
+        fit_counting([])
     before = live_graphs()
     for _ in range(3):
-        fit_counting([MlflowCallback(log_model=False)])
+        with tf_runtime.own_fit():
+            fit_counting([MlflowCallback(log_model=False)])
     assert live_graphs() == before
     assert [r.info.status for r in all_runs()] == ["FINISHED"] * 3
 
 
-def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatch):
+def test_a_users_process_keeps_keras_and_tensorflow_globals_as_they_are(tracking_store):
+    """autolog and MlflowCallback: no entry dropped from TensorFlow's gradient registry, nothing put in Keras' cache."""
+    from keras.src.backend.common import global_state
+
+    keras.backend.clear_session(free_memory=False)
+    registered = tf_runtime.custom_gradients()
+    with tf_runtime.own_fit():  # the CLI's wrapper, in a process that is not the CLI's: nothing
+        fit_counting([MlflowCallback()])  # log_model: best.keras and the model saved at the end
+    assert tf_runtime.custom_gradients() > registered  # what this fit registered is still there
+    assert global_state.get_global_attribute("saving_attr_skiplist_Layer") is None
+    (run,) = all_runs()
+    assert run.info.status == "FINISHED"
+
+
+def test_without_kerass_saving_module_layout_fits_save_as_keras_does(owned, tmp_path, monkeypatch, tracking_store):
+    import sys
+
+    import keras.src.saving
+
+    monkeypatch.delattr(keras.src.saving, "saving_lib")
+    monkeypatch.setitem(sys.modules, "keras.src.saving.saving_lib", None)  # another Keras layout: ImportError
+    with tf_runtime.own_fit():
+        _, history = fit_counting([])
+    monkeypatch.undo()
+    model = small_model()
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras", safe_mode=True).count_params() == model.count_params()
+    assert len(history["loss"]) == 2
+
+
+def test_without_kerass_symbolic_build_a_tracked_fit_trains_as_keras_does(monkeypatch, tracking_store):
+    from keras.src.trainers.trainer import Trainer
+
+    _, plain = fit_counting([])
+    monkeypatch.delattr(Trainer, "_symbolic_build")
+    traces, tracked = fit_counting([MlflowCallback(log_model=False)])
+    assert traces == 2  # Keras' own two traces, nothing worse
+    for name, values in plain.items():
+        np.testing.assert_allclose(tracked[name], values, rtol=1e-6, err_msg=name)
+
+
+def test_without_tensorflows_gradient_registry_fits_run_and_nothing_is_dropped(owned, monkeypatch, tracking_store):
+    import sys
+    import types
+
+    # a TensorFlow that keeps its registry elsewhere (its own code holds the real module still)
+    monkeypatch.setitem(sys.modules, "tensorflow.python.framework.ops", types.ModuleType("ops"))
+    assert tf_runtime.custom_gradients() == frozenset()
+    with tf_runtime.own_fit():
+        _, history = fit_counting([MlflowCallback(log_model=False)])
+    assert np.isfinite(history["val_loss"]).all()
+    assert [r.info.status for r in all_runs()] == ["FINISHED"]
+
+
+def test_a_users_process_keeps_its_own_heap(monkeypatch):
+    """Not mlflow-dl's process: its heap and collection thresholds are the host's, frozen or not."""
+    from mlflow_dl import heap
+
+    default = gc.get_threshold()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        heap.importing()
+        with heap.frozen():
+            assert gc.get_threshold() == default
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(owned, monkeypatch):
     """The `mlflow-dl` program freezes for good: letting go before exiting would only hand Python's next
     full collection everything TensorFlow loaded. What the block left is still collected, so the next
     block cannot freeze it. Any other process gets its heap back after a block."""
@@ -191,7 +290,7 @@ def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(monkeypatc
         gc.unfreeze()
 
 
-def test_a_process_collects_rarely_while_it_imports_and_at_pythons_pace_once_its_work_holds_the_heap(monkeypatch):
+def test_a_process_collects_rarely_while_it_imports_and_at_pythons_pace_once_its_work_holds_the_heap(owned, monkeypatch):
     import gc
 
     from mlflow_dl import heap

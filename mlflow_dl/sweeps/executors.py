@@ -10,7 +10,7 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from mlflow_dl import heap
+from mlflow_dl import heap, process
 
 _worker: dict = {}
 
@@ -50,6 +50,7 @@ def _share_cores(threads: int) -> None:
 
 def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
     """Once per worker: quiet TF, divide the cores, load and split the data."""
+    process.own()  # a worker only runs trials: mlflow-dl's process, tuned like the CLI's
     heap.importing()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow

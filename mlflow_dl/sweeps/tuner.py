@@ -28,7 +28,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import RunTag
 
-from mlflow_dl import heap
+from mlflow_dl import heap, tf_runtime
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.families import tune as space_module
@@ -188,7 +188,8 @@ class _Bridge:
             kwargs.pop("batch_size", None)
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
         try:
-            return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+            with tf_runtime.own_fit():  # in the CLI's process; nothing in a user's
+                return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
         finally:
             self.tracker.release()
 

@@ -25,7 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlflow_dl import heap, tf_runtime
+from mlflow_dl import tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import best as best_rule
 from mlflow_dl.tracking import comparability
@@ -126,17 +126,13 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._old_handlers: dict = {}  # signal -> the handler it had before fit
         self._interrupted: str | None = None  # the signal's name once SIGTERM / Ctrl-C came during fit
-        self._froze_heap = False  # whether fit froze the heap (heap.hold), to unfreeze after it
-        self._gradients_before: frozenset[str] | None = None  # TensorFlow's custom gradients before fit
+        self._steps_before = 0  # the optimizer's steps when the epoch began: was the epoch cut by the signal?
 
     # -- during training -------------------------------------------------
     def on_train_begin(self, logs=None):
-        # what this process has loaded (TensorFlow, MLflow, pandas) stays out of the full collections
-        # Python would otherwise run during fit (0.2 s each, at a moment set by how much tracking allocated)
-        self._froze_heap = heap.hold()
-        tf_runtime.cache_saving_skipsets()  # BackupAndRestore's save every epoch, best.keras at the end
+        # nothing process-wide here (the garbage collector, Keras' and TensorFlow's globals): the process
+        # may be a user's; mlflow-dl's own processes tune themselves around the fit (trial.fit_tracked)
         tf_runtime.trace_train_step_once(self.model)
-        self._gradients_before = tf_runtime.custom_gradients()
         self._interrupted = None
         active = mlflow.active_run()
         nested = self._nested_run(active)
@@ -240,8 +236,21 @@ class MlflowCallback(keras.callbacks.Callback):
         except Exception as exc:  # an input mlflow.data cannot describe: the digests are tagged anyway
             print(f"mlflow-dl: datasets not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps_before = self._steps_taken()
+
+    def _steps_taken(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def _epoch_cut(self) -> bool:
+        """Whether the signal stopped the epoch before its last batch (it may also have come after it,
+        during validation or the epoch's callbacks: then the epoch is whole, logged and backed up as such,
+        and on_train_end ends the run)."""
+        steps = self.params.get("steps")
+        return not steps or self._steps_taken() - self._steps_before < steps
+
     def on_epoch_end(self, epoch, logs=None):
-        if self._interrupted:  # cut short at a batch: not logged as a whole epoch, nor backed up after this
+        if self._interrupted and self._epoch_cut():  # not logged as a whole epoch, nor backed up after this
             self._end_interrupted()
         values = {k: float(v) for k, v in (logs or {}).items()}
         if self.first_epoch is None:
@@ -372,7 +381,8 @@ class MlflowCallback(keras.callbacks.Callback):
         return self._logger is None or self._logger.flush(timeout=timeout)
 
     def _handle_signals(self) -> None:
-        """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED (_end_interrupted)."""
+        """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED
+        (_end_interrupted); the handler that was there before is chained (_on_signal)."""
         self._old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -380,19 +390,12 @@ class MlflowCallback(keras.callbacks.Callback):
                     self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def release(self) -> None:
-        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had, the heap unfrozen,
-        the train step's graph no longer pinned by TensorFlow (tf_runtime.forget_custom_gradients).
+        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had.
 
         on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
         calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
         """
         self._restore_signals()
-        if self._gradients_before is not None:
-            tf_runtime.forget_custom_gradients(self._gradients_before)
-            self._gradients_before = None
-        if self._froze_heap:
-            heap.let_go()
-            self._froze_heap = False
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -405,16 +408,26 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _on_signal(self, signum, frame):
-        """Only note the signal and ask Keras to stop at the end of the running batch.
+        """Note the signal, ask Keras to stop at the end of the running batch, then chain to the handler
+        that was there before fit.
 
         The handler runs between any two bytecodes of the main thread: inside the journal's lock,
         inside TensorFlow tracing the train step. Flushing or raising there can deadlock, or have
         the interrupt turned into another error; _end_interrupted does both where it is safe. A second
         signal goes to the handler fit found, for a fit that never reaches the end of its batch.
+
+        Chaining: a handler of the application's own (a cluster's preemption handler) is called now,
+        with the same arguments, as it would have been without tracking; what it raises propagates.
+        Python's default Ctrl-C handler (raise KeyboardInterrupt) and the default action (SIG_DFL:
+        terminate) are not called: the KeyboardInterrupt _end_interrupted raises at the end of the
+        batch, once the run is ended KILLED, stands for both.
         """
+        previous = self._old_handlers.get(signum)
         self._restore_signals()
         self._interrupted = signal.Signals(signum).name
         self.model.stop_training = True
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
 
     def _end_interrupted(self) -> None:
         """Everything logged so far delivered (or kept in the journal), the run ended KILLED if it
@@ -449,7 +462,7 @@ class MlflowCallback(keras.callbacks.Callback):
                 self._end_interrupted()
             self._end_fit()
         finally:
-            self.release()  # the heap stays frozen through the end's figures and uploads
+            self.release()
 
     def _end_fit(self) -> None:
         """Summary, curves, checkpoint and the servable model; the run ended if this callback owns it.

@@ -5,8 +5,9 @@ once per epoch), then one daemon thread sends what is queued, at most once per
 SEND_INTERVAL while nobody waits on `flush`, coalescing consecutive
 metric/param/tag records into `log_batch` calls (at most MLflow's 1,000 metrics
 each), in order. A failed call is retried with backoff until the
-server is back, and nothing is dropped; each record sent is acknowledged in the
-journal. `flush` waits for the queue to drain while the server takes records,
+server is back, and nothing is dropped, except what the server refuses (a 4xx
+answer about the record: tracking/rejection.py), which is dropped with a warning
+line and a tag; each record sent or refused is acknowledged in the journal. `flush` waits for the queue to drain while the server takes records,
 bounded by a timeout without progress; what is still unsent then stays in the
 journal for `mlflow-dl sync`. A run that could not be created (server down at
 the start) is created by the thread first.
@@ -15,16 +16,18 @@ the start) is created by the thread first.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 
 from mlflow.entities import Metric, Param, RunTag
 
-from mlflow_dl.tracking import runs, spool
+from mlflow_dl.tracking import rejection, runs, spool
 
 MAX_BATCH = 1000
 SEND_INTERVAL = 1.0  # seconds between sends while training: epochs coalesce, the server is spared a call each
 BATCHABLE = ("metrics", "params", "tags")
+_REJECTED_CHARS = 1000  # REJECTED_TAG's value at most (MLflow takes 8,000)
 
 
 class BackgroundLogger:
@@ -37,6 +40,7 @@ class BackgroundLogger:
         self._sent = 0  # records delivered so far: `flush` waits as long as this moves
         self._waiting = 0  # callers in `flush`: while there are any, send without pausing
         self._last_send = 0.0
+        self._rejected: list[str] = []  # what the server refused so far, for REJECTED_TAG
         if create is not None:
             self._put(journal.append("create", flush=True, **create))
         self._thread = threading.Thread(target=self._loop, name="mlflow-dl-logger", daemon=True)
@@ -78,26 +82,22 @@ class BackgroundLogger:
             batch = [self._items[0]]
             if batch[0]["op"] in BATCHABLE:
                 size = len(batch[0].get("metrics", ()))
+                params = dict(batch[0].get("params", {}))
                 for record in list(self._items)[1:]:
                     size += len(record.get("metrics", ()))
                     if record["op"] not in BATCHABLE or size > MAX_BATCH or len(batch) >= 50:
                         break
+                    # a param again with another value: its own call, so the server keeps the first and refuses it
+                    if any(params.get(k, v) != v for k, v in record.get("params", {}).items()):
+                        break
+                    params.update(record.get("params", {}))
                     batch.append(record)
             return batch
 
     def _loop(self) -> None:
         while True:
             batch = self._next_batch()
-            delay = 0.2
-            while True:
-                try:
-                    self._send(batch)
-                    self.last_error = None
-                    break
-                except Exception as exc:  # the server is away: keep the batch, try again
-                    self.last_error = exc
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            self._deliver(batch)
             with self._cond:
                 for record in batch:
                     self._items.popleft()
@@ -105,6 +105,41 @@ class BackgroundLogger:
                 self._sent += len(batch)
                 self._last_send = time.monotonic()
                 self._cond.notify_all()
+
+    def _deliver(self, batch: list[dict]) -> None:
+        """Send a batch, retried with backoff while the server is away. One the server refuses
+        (rejection.py) is sent again record by record, item by item, so that only what it refuses is
+        dropped: one warning line and the run's REJECTED_TAG say what."""
+        delay = 0.2
+        while True:
+            try:
+                self._send(batch)
+                self.last_error = None
+                return
+            except Exception as exc:  # noqa: BLE001 - the server is away or refuses: which, decides
+                refused = rejection.reason(exc)
+                if refused is None:  # the server is away: keep the batch, try again
+                    self.last_error = exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+            parts = [[r] for r in batch] if len(batch) > 1 else [[r] for r in rejection.apart(batch[0])]
+            if len(parts) == 1:
+                self._drop(batch[0], refused)
+                return
+            for part in parts:
+                self._deliver(part)
+            return
+
+    def _drop(self, record: dict, refused: str) -> None:
+        what = rejection.describe(record)
+        print(f"mlflow-dl: the tracking server refused {what} of run {self.run_id}; dropped: {refused}",
+              file=sys.stderr)
+        if rejection.REJECTED_TAG in record.get("tags", {}):  # the tag itself refused (a deleted run): no more
+            return
+        self._rejected.append(f"{what}: {refused}")
+        text = "; ".join(self._rejected)
+        self._put(self.journal.append("tags", tags={rejection.REJECTED_TAG: text[:_REJECTED_CHARS]}))
 
     def _send(self, batch: list[dict]) -> None:
         first = batch[0]

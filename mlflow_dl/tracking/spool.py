@@ -1,7 +1,8 @@
 """The offline journal: what a run logs, on disk first, so a tracking server that goes away loses nothing.
 
 One append-only JSON-lines file per run under MLFLOW_DL_JOURNAL_DIR (default
-`.mlflow-dl/journal` in the working folder). Every record (run creation,
+`.mlflow-dl/journal` in the working folder; where that cannot be written, a per-user
+folder, with a one-line note: fallback_dirs). Every record (run creation,
 metric batch, params, tags, artifact file, end) gets a sequence number; once
 the server has it, an `ack` line follows. Replay sends the records without an
 ack, in order. It is idempotent per (run, key, step): a metric row keeps the
@@ -17,11 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import tempfile
 import threading
 import uuid
 
 from mlflow.entities import Metric, Param, RunTag
 
+from mlflow_dl.tracking import rejection
 from mlflow_dl.tracking.runs import artifact_path, redact
 
 JOURNAL_DIR_ENV = "MLFLOW_DL_JOURNAL_DIR"
@@ -31,15 +35,44 @@ def journal_dir() -> str:
     return os.environ.get(JOURNAL_DIR_ENV) or os.path.join(".mlflow-dl", "journal")
 
 
+def fallback_dirs() -> list[str]:
+    """Where journals go when journal_dir() cannot be written (a read-only working folder): a per-user
+    folder in the XDG cache, else one in the system's temporary folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    user = getattr(os, "getuid", lambda: "user")()
+    return [os.path.join(cache, "mlflow-dl", "journal"), os.path.join(tempfile.gettempdir(), f"mlflow-dl-{user}", "journal")]
+
+
+_said_moved: set[str] = set()  # the folders a note already said could not be written (once per process)
+
+
+def _open_in(directories: list[str], name: str):
+    """(folder, file opened for appending) in the first of `directories` that can be written; a one-line
+    note on stderr when that is not the first."""
+    failure = None
+    for directory in directories:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            handle = open(os.path.join(directory, name), "a", encoding="utf-8")
+        except OSError as exc:
+            failure = failure or exc
+            continue
+        if failure is not None and directories[0] not in _said_moved:
+            _said_moved.add(directories[0])
+            print(f"mlflow-dl: cannot write the journal in {directories[0]} ({failure.strerror or failure}); "
+                  f"journaling to {directory} instead (`mlflow-dl sync` replays it)", file=sys.stderr)
+        return directory, handle
+    raise failure
+
+
 class Journal:
     """Append-only journal of one run; thread-safe (the training thread appends, the sender acks)."""
 
     def __init__(self, tracking_uri: str, run_id: str | None, directory: str | None = None):
         self.key = run_id or f"offline-{uuid.uuid4().hex}"
-        self.dir = os.path.abspath(directory or journal_dir())
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir, self._file = _open_in([os.path.abspath(directory or journal_dir()), *fallback_dirs()],
+                                        f"{self.key}.jsonl")
         self.path = os.path.join(self.dir, f"{self.key}.jsonl")
-        self._file = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self._seq = 0
         self._unacked: set[int] = set()
@@ -115,6 +148,23 @@ def send(client, run_id: str | None, record: dict) -> str:
     return run_id
 
 
+def _send_or_drop(client, run_id: str | None, record: dict) -> tuple[str | None, bool]:
+    """send(); what the server refuses for good (a param logged again with another value) is dropped, item by
+    item, with a warning line, so that it is acknowledged rather than sent again at every sync. (run id,
+    whether anything of the record was taken)."""
+    try:
+        return send(client, run_id, record), True
+    except Exception as exc:
+        if (refused := rejection.reason(exc)) is None:
+            raise
+    parts = rejection.apart(record)
+    if len(parts) > 1:
+        return run_id, any([_send_or_drop(client, run_id, part)[1] for part in parts])
+    print(f"mlflow-dl: the tracking server refused {rejection.describe(record)} of run {run_id}; dropped: {refused}",
+          file=sys.stderr)
+    return run_id, False
+
+
 def replay(path: str, client=None) -> int:
     """Send what a journal file holds without an ack, in order; returns how many records were sent."""
     import mlflow
@@ -133,13 +183,13 @@ def replay(path: str, client=None) -> int:
         for record in lines:
             if "seq" not in record or record["seq"] in acked:
                 continue
-            bound = send(client, run_id, record)
+            bound, delivered = _send_or_drop(client, run_id, record)
             if bound != run_id:
                 run_id = bound
                 out.write(json.dumps({"bind": run_id}) + "\n")
             out.write(json.dumps({"ack": record["seq"]}) + "\n")
             out.flush()
-            sent += 1
+            sent += delivered
     os.remove(path)
     shutil.rmtree(path[: -len(".jsonl")] + ".files", ignore_errors=True)
     return sent
@@ -147,9 +197,7 @@ def replay(path: str, client=None) -> int:
 
 def replay_all(directory: str | None = None) -> list[tuple[str, int]]:
     """Replay every journal in the folder (oldest first); [(file name, records sent)]."""
-    folder = directory or journal_dir()
-    if not os.path.isdir(folder):
-        return []
-    names = sorted((n for n in os.listdir(folder) if n.endswith(".jsonl")),
-                   key=lambda n: os.path.getmtime(os.path.join(folder, n)))
-    return [(n, replay(os.path.join(folder, n))) for n in names]
+    folders = [directory] if directory else [journal_dir(), *fallback_dirs()]  # where a read-only folder sent them
+    paths = [os.path.join(f, n) for f in dict.fromkeys(folders) if os.path.isdir(f)
+             for n in os.listdir(f) if n.endswith(".jsonl")]
+    return [(os.path.basename(p), replay(p)) for p in sorted(paths, key=os.path.getmtime)]
