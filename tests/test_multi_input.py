@@ -184,6 +184,7 @@ def test_mlflow_run_entry_point_with_glob_groups(tracking_store):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog", proc.stderr, re.M), proc.stderr  # the CLI starts quietly
     runs = all_runs(tracking_store)
     (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "multi_input"]
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
