@@ -46,9 +46,11 @@ def test_filtered_stderr_drops_the_noise_written_to_fd_2_and_passes_the_rest():
 
 
 def _train(folder, *extra, env=None):
+    # as a user's shell has it: without the settings a CLI command run in this process may have left here
+    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", quiet.VERBOSE_ENV)}
     return subprocess.run([*mlflow_dl_cli(), *extra, "train", "--epochs", "1", "--hidden", "4"], capture_output=True,
                           text=True, cwd=folder, timeout=600,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'fresh.db'}", **(env or {})})
+                          env={**clean, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'fresh.db'}", **(env or {})})
 
 
 def test_train_prints_its_own_lines_only_and_verbose_shows_the_rest(tmp_path):
