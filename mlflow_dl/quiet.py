@@ -19,12 +19,9 @@ seeing. Later C++ lines keep TF_CPP_MIN_LOG_LEVEL=2 (errors show).
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 VERBOSE_ENV = "MLFLOW_DL_VERBOSE"
 _YES = ("1", "true", "yes", "on")
@@ -74,6 +71,8 @@ def kept_lines(text: str) -> str:
 def filtered_stderr():
     """File descriptor 2 (C++'s stderr and Python's alike) into a temporary file for the block; then
     `kept_lines` of it to the real stderr. A file, not a pipe: nothing can block on a full pipe."""
+    import tempfile
+
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
@@ -91,7 +90,7 @@ def filtered_stderr():
                 sys.stderr.flush()
 
 
-class _QuietLoader(importlib.abc.Loader):
+class _QuietLoader:
     """TensorFlow's own loader, run inside `filtered_stderr`, then its first look at the devices."""
 
     def __init__(self, loader):
@@ -110,12 +109,14 @@ class _QuietLoader(importlib.abc.Loader):
                 pass
 
 
-class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+class _QuietTensorFlow:
     """Whoever imports tensorflow first (Keras, MLflow, keras-tuner), it loads through _QuietLoader."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "tensorflow":
             return None
+        import importlib.util
+
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
         if spec is not None and spec.loader is not None:
