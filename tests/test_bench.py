@@ -30,3 +30,13 @@ def test_serving_latency_benchmark_runs_in_quick_mode(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert re.match(r"serving_latency ratio=\d+\.\d+ \(stock [\d.]+ ms / mlflow-dl [\d.]+ ms one-row p50", last), last
+
+
+def test_cli_start_benchmark_runs_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "cli_start.py"), "--quick"],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = re.findall(r"^\| (.+?) \| (\d+\.\d+) \| (\d+\.\d+) \| (\d+\.\d+) \|$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["(import tensorflow)", "train: missing values", "sweep dropout: bad grid",
+                                    "rnn-vs-lstm: bad dates"]  # each one exit 2 and one line, or the benchmark stops
+    assert re.search(r"^cli_start ratio=\d+\.\d+ .*slowest data error \d+\.\d+s\)$", out.stdout, re.M)
