@@ -42,7 +42,7 @@ def check_registered(spec: ServeSpec) -> None:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         names = [m.name for m in client.search_registered_models(max_results=10)]
-        raise ConfigError(f"model_name={spec.model_name!r} is not a registered model in {mlflow.get_tracking_uri()}; "
+        raise ConfigError(f"model_name={spec.model_name!r} is not a registered model in {mlflow.get_registry_uri()}; "
                           f"expected one of: {', '.join(names) or 'none yet (mlflow-dl promote registers one)'}") from None
     if spec.alias not in (model.aliases or {}):
         raise ConfigError(f"alias={spec.alias!r} is not set on model {spec.model_name!r}; expected one of its aliases: "
