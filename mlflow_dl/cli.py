@@ -25,7 +25,6 @@ def _quiet_tensorflow() -> None:
     from mlflow_dl import tf_runtime
 
     tf_runtime.own_process()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
@@ -87,11 +86,18 @@ def build_spec(kw: dict):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlflow-dl")
-def cli():
+@click.option("--verbose", "verbose_logs", is_flag=True,
+              help="Also show TensorFlow's start-up lines and MLflow's INFO lines (or MLFLOW_DL_VERBOSE=1).")
+def cli(verbose_logs):
     """Run, track, compare and ship Keras experiments on MLflow.
 
     Runs go to MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db in this folder).
     """
+    from mlflow_dl import quiet
+
+    if verbose_logs:
+        os.environ[quiet.VERBOSE_ENV] = "1"
+    quiet.own_process()
 
 
 MODEL_OPTION_NAMES = ("hidden", "activation", "l1", "l2", "reg_layers", "dropout")
@@ -169,9 +175,10 @@ def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_impr
 @click.option("--port", default=5001, show_default=True, type=int)
 def serve(model_name, alias, host, port):
     """Serve NAME@ALIAS with `mlflow models serve --env-manager local` (Ctrl-C stops it)."""
-    from mlflow_dl.serving import ServeSpec, serve as serve_fn, shell_command
+    from mlflow_dl.serving import ServeSpec, check_registered, serve as serve_fn, shell_command
 
     spec = ServeSpec(model_name, alias, host, port)
+    check_registered(spec)
     click.echo(shell_command(spec), err=True)
     sys.exit(serve_fn(spec))
 
@@ -395,12 +402,14 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
         data = SeriesSpec(kw["dataset"], target=kw["target"] or None, date_column=date_column or None, seed=kw["seed"])
     else:
         data = build_spec(kw).data
-    _quiet_tensorflow()
-    from mlflow_dl.sweeps.tuner import tune as tune_fn
+    from mlflow_dl.sweeps.search_plan import plan_search
 
-    result = tune_fn(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,
-                     search_id=search_id or None, batch_size=batch_size, experiment=kw["experiment"],
-                     directory=directory, allow_remote_oracle=allow_remote_oracle, echo=click.echo)
+    plan = plan_search(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,
+                       search_id=search_id or None, batch_size=batch_size, allow_remote_oracle=allow_remote_oracle)
+    _quiet_tensorflow()
+    from mlflow_dl.sweeps.tuner import run_search  # keras-tuner and TensorFlow: once the search is known to be usable
+
+    result = run_search(plan, experiment=kw["experiment"], directory=directory, echo=click.echo)
     click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "
                f"{len(result.table)} trials, best run {result.best_run_id}")
 

@@ -29,6 +29,26 @@ class ServeSpec:
         return f"models:/{self.model_name}@{self.alias}"
 
 
+def check_registered(spec: ServeSpec) -> None:
+    """NAME@ALIAS is in the registry; otherwise a one-line ConfigError before any server starts (MLflow's
+    own answer, `mlflow models serve` failing to resolve it, is a long traceback and exit code 1)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        model = client.get_registered_model(spec.model_name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        names = [m.name for m in client.search_registered_models(max_results=10)]
+        raise ConfigError(f"model_name={spec.model_name!r} is not a registered model in {mlflow.get_registry_uri()}; "
+                          f"expected one of: {', '.join(names) or 'none yet (mlflow-dl promote registers one)'}") from None
+    if spec.alias not in (model.aliases or {}):
+        raise ConfigError(f"alias={spec.alias!r} is not set on model {spec.model_name!r}; expected one of its aliases: "
+                          f"{', '.join(model.aliases or {}) or 'none yet (mlflow-dl promote sets one)'}")
+
+
 def serve_command(spec: ServeSpec, python: str | None = None) -> list[str]:
     """`mlflow models serve -m models:/NAME@ALIAS --env-manager local -h HOST -p PORT` as argv."""
     return [python or sys.executable, "-m", "mlflow", "models", "serve", "-m", spec.model_uri,

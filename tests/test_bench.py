@@ -42,3 +42,13 @@ def test_tracking_overhead_quick_mode_runs_every_arm():
     arms = {m.group(1) for line in lines if (m := re.match(r"rep 1 (\S+): \d+\.\d+s", line))}
     assert arms == {"plain", "autolog", "autolog-nomodel", "mlflow-dl", "plain-once"}
     assert re.fullmatch(r"tracking_overhead ratio=\d+\.\d\d \(mlflow-dl \S+s / plain \S+s, median of 1\)", lines[-1])
+
+
+def test_cli_start_benchmark_runs_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "cli_start.py"), "--quick"],
+                         capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = re.findall(r"^\| (.+?) \| (\d+\.\d+) \| (\d+\.\d+) \| (\d+\.\d+) \|$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["(import tensorflow)", "train: missing values", "sweep dropout: bad grid",
+                                    "rnn-vs-lstm: bad dates"]  # each one exit 2 and one line, or the benchmark stops
+    assert re.search(r"^cli_start ratio=\d+\.\d+ .*slowest data error \d+\.\d+s\)$", out.stdout, re.M)

@@ -13,7 +13,8 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (CHROMIUM and DRIVER) and not os.environ.get("CI"),
-                       reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)"),
+                       reason="needs Chromium and chromedriver on the PATH: apt-get install chromium chromium-driver "
+                              "(Debian/Ubuntu; .ci/run installs them) or brew install --cask chromium chromedriver"),
 ]
 
 

@@ -17,9 +17,9 @@ def train(spec: TrialSpec | None = None, experiment: str | None = None, name: st
     Bad input raises before any run starts; a failure after it ends the run
     FAILED with the reason in the tag `mlflow_dl.error`. Returns a TrialResult.
     """
-    from mlflow_dl.trial import run_trial
-
     spec = spec or TrialSpec()
     ds = load_dataset(spec.data.dataset, spec.data.target, spec.data.task, spec.data.dropna)
     splits = split_and_scale(ds, spec.data)
+    from mlflow_dl.trial import run_trial  # tensorflow: only once the data is known to be usable
+
     return run_trial(ds, splits, spec, family="train", run_name=name or run_name(spec, ds.name), experiment=experiment)

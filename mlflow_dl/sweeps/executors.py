@@ -49,10 +49,12 @@ def _share_cores(threads: int) -> None:
 
 
 def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> None:
-    """Once per worker: quiet TF, divide the cores, load and split the data."""
+    """Once per worker: quiet (TensorFlow's start-up, MLflow's INFO lines), divide the cores, load and split the data."""
+    from mlflow_dl import quiet
+
     process.own()  # a worker only runs trials: mlflow-dl's process, tuned like the CLI's
     heap.importing()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet.own_process()
     import mlflow
 
     _share_cores(threads)

@@ -78,13 +78,9 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
     running child and the parent KILLED, with the table of what finished logged.
     """
-    import mlflow
-
     from mlflow_dl import families, heap
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
-    from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.tracking import runs
 
     module = families.get(family)
     if workers < 1:
@@ -106,6 +102,11 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
         splits = split_and_scale(ds, base.data)
     if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
         trials = module.bind(trials, ds, splits)
+    import mlflow  # MLflow (and below, TensorFlow): only once the grid and the data are known to be usable
+
+    from mlflow_dl.sweeps import compare, executors
+    from mlflow_dl.tracking import runs
+
     _warn_sqlite_workers(workers)
     pool = None
     if executor == "ray":

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import json
 import os
-import re
 import socket
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 
 import keras
@@ -29,11 +26,12 @@ import pandas as pd
 from mlflow.entities import RunTag
 
 from mlflow_dl import heap, tf_runtime
-from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
+from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.families import tune as space_module
 from mlflow_dl.models.mlp import build_mlp
 from mlflow_dl.sweeps import compare
+from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trials import Axis
 from mlflow_dl.tracking import plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
@@ -57,41 +55,6 @@ class TuneResult:
     role: str  # single | chief | worker
     table: pd.DataFrame  # one row per child run (empty on a worker)
     best_run_id: str | None
-
-
-# -- validation, before anything starts ---------------------------------------
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: cannot know where it points
-
-
-def distributed_role(allow_remote_oracle: bool = False) -> str:
-    """single, or chief / worker of keras-tuner's distributed mode (KERASTUNER_* variables).
-
-    The oracle's gRPC service has no authentication: anyone who reaches it can read
-    the search and feed it trials. So a non-loopback address needs explicit consent.
-    """
-    host = os.environ.get("KERASTUNER_ORACLE_IP")
-    if not host:
-        return "single"
-    for var in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID"):
-        if not os.environ.get(var):
-            raise ConfigError(f"{var} is not set; keras-tuner's distributed mode needs KERASTUNER_ORACLE_IP, "
-                              "KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID ('chief' or a worker id)")
-    if not _loopback(host) and not allow_remote_oracle:
-        raise ConfigError(f"KERASTUNER_ORACLE_IP={host!r} is not a loopback address; keras-tuner's oracle "
-                          "service has no authentication, so pass --allow-remote-oracle only on a trusted network")
-    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
-
-
-def _check_search_id(search_id: str) -> None:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", search_id):
-        raise ConfigError(f"search_id={search_id!r} is invalid; expected 1-64 letters, digits, '_', '.' or '-' "
-                          "(it names keras-tuner's project folder)")
 
 
 # -- the parent run -------------------------------------------------------------
@@ -357,33 +320,17 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
     parent's summary when all trials are done; each worker logs its trials as
     children of the same parent (found by the search id).
     """
-    data = data or DataSpec()
-    space_map = space_module.load_space(model, space)
-    space_module.check_tuner(tuner, space_map)
-    if max_trials < 1:
-        raise ConfigError(f"max_trials={max_trials!r} is invalid; expected an integer >= 1")
-    fit = FitSpec(epochs=epochs, batch_size=batch_size, patience=None, seed=data.seed)
-    role = distributed_role(allow_remote_oracle)
-    if search_id is None:
-        if role == "worker":
-            raise ConfigError("search_id is required on a keras-tuner worker; expected the chief's --search-id")
-        search_id = f"{tuner}-{uuid.uuid4().hex[:8]}"
-    _check_search_id(search_id)
+    plan = plan_search(data, tuner, max_trials, epochs, space, model, search_id, batch_size, allow_remote_oracle)
+    return run_search(plan, experiment=experiment, directory=directory, echo=echo)
 
-    from mlflow_dl.data.datasets import load_dataset
-    from mlflow_dl.data.split import split_and_scale
 
-    if model == "recurrent":
-        from mlflow_dl.data.series import SeriesSpec, load_series
-        from mlflow_dl.data.windows import split_series
-
-        if not isinstance(data, SeriesSpec):
-            raise ConfigError(f"model='recurrent' needs a time series (SeriesSpec), got {type(data).__name__}")
-        ds = load_series(data)
-        splits = split_series(ds, data, space_module.longest(space_map))
-    else:
-        ds = load_dataset(data.dataset, data.target, data.task, data.dropna)
-        splits = split_and_scale(ds, data)
+def run_search(plan: SearchPlan, experiment: str | None = None, directory: str = "keras_tuner",
+               echo=print) -> TuneResult:
+    """Run a search `search_plan.plan_search` checked (and loaded the data of): the parent run, the trials."""
+    data, tuner, model, space_map, search_id, role = (plan.data, plan.tuner, plan.model, plan.space_map,
+                                                      plan.search_id, plan.role)
+    max_trials, epochs, batch_size, fit, ds, splits = (plan.max_trials, plan.epochs, plan.batch_size, plan.fit,
+                                                       plan.ds, plan.splits)
     base = TrialSpec(data=data, model=ModelSpec(), fit=fit)  # the model part is replaced per trial
     params = {**{k: v for k, v in base.params().items() if k.startswith("data.")},
               "tune.tuner": tuner, "tune.model": model, "tune.epochs": str(epochs), "tune.search_id": search_id,

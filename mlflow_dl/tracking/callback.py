@@ -41,6 +41,8 @@ BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, fo
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
 
 _SAID_NO_GRAPHVIZ = False  # the missing-diagram note is printed once per process
+INSTALL_GRAPHVIZ = ("Graphviz's `dot` is not installed; install it (apt-get install graphviz, brew install graphviz "
+                    "or conda install graphviz) and later runs draw it")
 
 
 def _in_background(fn, *args) -> Future:
@@ -563,7 +565,10 @@ class MlflowCallback(keras.callbacks.Callback):
                 keras.utils.plot_model(self.model, to_file=path, show_shapes=True, show_layer_names=True, dpi=72)
             except Exception as exc:  # pydot or graphviz's `dot` missing or broken: the diagram is a nicety
                 if not _SAID_NO_GRAPHVIZ:
-                    print(f"mlflow-dl: no model diagram (plots/model.png): {exc}", file=sys.stderr)
+                    import shutil
+
+                    reason = INSTALL_GRAPHVIZ if shutil.which("dot") is None else exc
+                    print(f"mlflow-dl: no model diagram (plots/model.png): {reason}", file=sys.stderr)
                     _SAID_NO_GRAPHVIZ = True
                 return
             self._client.log_artifact(self.run_id, path, "plots")
