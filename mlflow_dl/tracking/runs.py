@@ -27,8 +27,10 @@ def ensure_experiment(name: str | None = None) -> str:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        from mlflow_dl.tracking.offline_store import artifact_location
+
         try:
-            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, artifact_location=artifact_location(name), tags=EXPERIMENT_KIND)
         except mlflow.exceptions.MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -67,6 +69,10 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
             parent_experiment_id = _experiment_of(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
+    from mlflow_dl.tracking import offline_store
+
+    if (store := offline_store.active()) is not None and (server_run := store.meta().get("server_run_id")):
+        tags[offline_store.SERVER_RUN_TAG] = server_run  # stands for the run `mlflow run` created on the server
     experiment_id = None
     if experiment or not _experiment_from_environment():
         experiment_id = ensure_experiment(experiment)
@@ -140,11 +146,14 @@ def reachable(uri: str, timeout: float = 2.0) -> bool:
     """Whether an HTTP tracking server answers /health within `timeout` s (a local store always does)."""
     if not uri.startswith(("http://", "https://")):
         return True
+    import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return True
+    except urllib.error.HTTPError as exc:  # it answered: 401 from a proxy guarding /health; 502-504 from a proxy
+        return exc.code < 500  # whose server is away
     except OSError:
         return False
 
