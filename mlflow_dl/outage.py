@@ -20,6 +20,7 @@ from mlflow_dl.errors import MlflowDLError
 
 PROBE_TIMEOUT = 3.0
 EXIT_JOURNALED = 3  # trained; what the server did not get waits in the journal for `mlflow-dl sync`
+EXIT_SERVER_LOST = 4  # the server stopped answering during the command, which stopped; the journal keeps the rest
 # later calls of a command that found the server up: a server that goes away costs about a minute per call,
 # not MLflow's four (its default retries ride out a restart of a few seconds either way)
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -70,7 +71,7 @@ def trains_offline(fn):
             os.environ.setdefault(key, value)
         uri = tracking_uri()
         if not _down(uri):
-            return fn(*args, **kwargs)
+            return _online(fn, uri, *args, **kwargs)
         store = _go_offline(uri)
         try:
             fn(*args, **kwargs)
@@ -86,6 +87,21 @@ def trains_offline(fn):
             sys.exit(EXIT_JOURNALED)
 
     return wrapper
+
+
+def _online(fn, uri: str, *args, **kwargs):
+    """fn with the server up; if it stops answering (after MLflow's retries): one line, EXIT_SERVER_LOST."""
+    from mlflow_dl.tracking import runs, spool
+
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        if not runs.connection_lost(exc):
+            raise
+    print(f"mlflow-dl: the tracking server at {runs.redact(uri)} stopped answering during the command, which "
+          f"stopped; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
+          f"sync` once it is back (exit code {EXIT_SERVER_LOST})", file=sys.stderr, flush=True)
+    sys.exit(EXIT_SERVER_LOST)
 
 
 def _go_offline(uri: str):

@@ -168,16 +168,37 @@ def offline_run(family: str, run_name: str | None = None, experiment: str | None
 def end_run(run_id: str, error: BaseException | None = None) -> None:
     """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM."""
     client = mlflow.MlflowClient()
-    status = RunStatus.to_string(RunStatus.FINISHED)
+    status, tags = RunStatus.to_string(RunStatus.FINISHED), {}
     if error is not None:
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {reason}"[:5000])
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        mlflow.end_run(status)
-    else:
-        client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
+        tags[ERROR_TAG] = f"{type(error).__name__}: {reason}"[:5000]
+    end_time = int(time.time() * 1000)
+    try:
+        if tags:
+            client.set_tag(run_id, ERROR_TAG, tags[ERROR_TAG])
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(status)  # (off MLflow's stack first, even when the server does not take it)
+        else:
+            client.set_terminated(run_id, status, end_time=end_time)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        from mlflow_dl.tracking import spool  # the server went away: `mlflow-dl sync` ends the run
+
+        journal = spool.Journal(mlflow.get_tracking_uri(), run_id)
+        if tags:
+            journal.append("tags", tags=tags)
+        journal.append("end", status=status, end_time=end_time)
+        journal.close()
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a tracking call failed because the server did not answer (after MLflow's retries)."""
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Read timed out",
+                                   "Failed to establish a new connection", "Connection aborted"))
 
 
 def _hold_ctrl_c():

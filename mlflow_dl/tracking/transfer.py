@@ -179,8 +179,9 @@ class StoreSync:
         for i in range(0, len(points), 1000):
             self.server.log_batch(new, metrics=points[i:i + 1000], synchronous=True)
         self._send_models(run, new)  # before the tags and files: they may name the models' new ids
-        skip = {SERVER_RUN_TAG, "mlflow.runName"} if SERVER_RUN_TAG in run.data.tags else {SERVER_RUN_TAG}
-        tags = [RunTag(k, _translate(v, ids)) for k, v in run.data.tags.items() if k not in skip]
+        stands_in = SERVER_RUN_TAG in run.data.tags  # the server's run keeps its own name, source and user
+        tags = [RunTag(k, _translate(v, ids)) for k, v in run.data.tags.items()
+                if k != SERVER_RUN_TAG and not (stands_in and k.startswith("mlflow."))]
         for i in range(0, len(tags), 100):
             self.server.log_batch(new, tags=tags[i:i + 100], synchronous=True)
         if run.inputs and run.inputs.dataset_inputs:
