@@ -192,17 +192,59 @@ def test_mlflow_run_whose_server_goes_away_after_it_created_the_run(tmp_path):
         marker.touch()
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode != 0  # mlflow run reports the command's exit code 3 as a failure
-        assert "mlflow-dl sync" in stderr and f"http://127.0.0.1:{port}" in stderr, stderr[-3000:]
+        # the entry point's line (mlflow run's own report of the failure follows it)
+        (line,) = [line for line in stderr.splitlines() if "mlflow-dl sync" in line]
+        (store,) = _stores(project)  # mlflow run starts the command in the project's folder
+        assert f"http://127.0.0.1:{port}" in line and str(store) in line, stderr[-3000:]
 
         server.start()
-        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
-        assert synced.returncode == 0, synced.stderr[-3000:]
+        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, project)
+        assert synced.returncode == 0 and "1 runs sent" in synced.stdout, synced.stderr[-3000:]
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         assert [r.info.run_id for r in runs] == [created.info.run_id]  # filled in, not a second run
         (run,) = runs
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.project.entryPoint"] == "train"
         assert _steps(client, run.info.run_id) == [0, 1] and run.data.params["model.hidden"] == "8"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
+    server = Server(tmp_path).start()
+    client = mlflow.MlflowClient(server.url)
+    # MLflow's retries cut short, so that the command meets the dead server in seconds, not minutes
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = subprocess.Popen(mlflow_dl_cli() + ["train", "--epochs", "100", "--patience", "none", "--hidden", "8"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert time.time() < deadline and proc.poll() is None
+            try:
+                found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+                if found and "loss" in found[0].data.metrics:
+                    break
+            except Exception:  # noqa: BLE001  (the experiment is being created)
+                pass
+            time.sleep(0.2)
+        (online,) = found
+        server.stop()
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 4, stderr[-3000:]
+        last = _last_line(stderr)
+        assert server.url in last and "mlflow-dl sync" in last and str(tmp_path / ".mlflow-dl" / "journal") in last
+
+        server.start()
+        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        run = client.get_run(online.info.run_id)
+        assert run.info.status != "RUNNING"
+        assert _steps(client, run.info.run_id) == list(range(100))  # the fit went on to its end
+        assert "checkpoints/best.keras" in artifact_paths(client, run.info.run_id)
     finally:
         if proc.poll() is None:
             proc.kill()
