@@ -14,7 +14,7 @@ import threading
 import click
 
 from mlflow_dl.errors import MlflowDLError
-from mlflow_dl.outage import needs_server, trains_offline
+from mlflow_dl.outage import ServerUnreachable, needs_server, offline, trains_offline
 
 
 def _quiet_tensorflow() -> None:
@@ -405,9 +405,7 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
         data = SeriesSpec(kw["dataset"], target=kw["target"] or None, date_column=date_column or None, seed=kw["seed"])
     else:
         data = build_spec(kw).data
-    if os.environ.get("MLFLOW_DL_OFFLINE_STORE") and (search_id or os.environ.get("KERASTUNER_TUNER_ID")):
-        from mlflow_dl.outage import ServerUnreachable
-
+    if offline() and (search_id or os.environ.get("KERASTUNER_TUNER_ID")):
         raise ServerUnreachable("the tracking server does not answer, and a named or distributed search "
                                 "(--search-id, KERASTUNER_TUNER_ID) finds its parent run there; start it and run "
                                 "the command again, or tune without --search-id")

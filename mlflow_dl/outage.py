@@ -40,6 +40,13 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", "")
 
 
+def offline() -> bool:
+    """Whether this command trains into an offline store (the server did not answer its probe)."""
+    from mlflow_dl.tracking.offline_store import STORE_ENV
+
+    return bool(os.environ.get(STORE_ENV))
+
+
 def needs_server(command: str, what: str):
     """Decorate a click callback that cannot work without the server: one line and exit 2 when it is down."""
 

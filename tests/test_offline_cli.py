@@ -249,3 +249,16 @@ def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
         if proc.poll() is None:
             proc.kill()
         server.stop()
+
+
+def test_sync_with_the_server_still_down_stops_in_seconds_and_keeps_the_store(tmp_path):
+    port = free_port()
+    store = tmp_path / ".mlflow-dl" / "journal" / "offline-20260101-000000-00000000"
+    store.mkdir(parents=True)
+    (store / "store.json").write_text(json.dumps({"tracking_uri": f"http://127.0.0.1:{port}", "complete": True}))
+    out, elapsed = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path,
+                        timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    (line,) = out.stderr.strip().splitlines()
+    assert f"http://127.0.0.1:{port}" in line and str(store) in line and "mlflow-dl sync" in line
+    assert elapsed < 10 and (store / "store.json").exists()

@@ -102,7 +102,7 @@ def stores(journal_folder: str) -> list[OfflineStore]:
         return []
     found = []
     for name in sorted(os.listdir(journal_folder)):
-        folder = os.path.join(journal_folder, name)
+        folder = os.path.abspath(os.path.join(journal_folder, name))
         if name.startswith(PREFIX) and os.path.isfile(os.path.join(folder, META)):
             with open(os.path.join(folder, META), encoding="utf-8") as f:
                 found.append(OfflineStore(folder, json.load(f)["tracking_uri"]))

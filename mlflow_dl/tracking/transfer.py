@@ -122,8 +122,8 @@ class StoreSync:
     def run(self) -> int:
         """Copy every run not yet done; returns how many runs were sent now."""
         local_experiments = self.local.search_experiments(view_type=ViewType.ALL)
-        runs = self.local.search_runs([e.experiment_id for e in local_experiments], run_view_type=ViewType.ALL,
-                                      max_results=50000)
+        # deleted runs stay behind (a trial keras-tuner ran again keeps only its last child)
+        runs = self.local.search_runs([e.experiment_id for e in local_experiments], max_results=50000)
         names = {e.experiment_id: e for e in local_experiments}
         by_id = {r.info.run_id: r for r in runs}
         ordered = sorted(runs, key=lambda r: (_depth(r, by_id), r.info.start_time or 0))
