@@ -98,35 +98,47 @@ def trains_offline(fn):
 
 def _online(fn, uri: str, *args, **kwargs):
     """fn with the server up; if it stops answering (after MLflow's retries): one line, EXIT_SERVER_LOST."""
+    import time
+
     from mlflow_dl.tracking import runs, spool
 
+    from mlflow_dl.tracking import failover, offline_store
+
+    # where this command's processes go on if the server goes away during it (created only then)
+    os.environ[failover.FAILOVER_ENV] = offline_store.new_folder(spool.journal_dir())
+    os.environ[offline_store.PID_ENV] = str(os.getpid())
+    started, outcome = time.time(), "stopped"
     try:
-        return fn(*args, **kwargs)
+        fn(*args, **kwargs)
+        outcome = "finished"
     except Exception as exc:
         if not runs.connection_lost(exc):
             raise
+    finally:
+        folder = os.environ[failover.FAILOVER_ENV]
+        kept = os.path.isdir(folder) and _close(offline_store.OfflineStore(folder, runs.redact(uri)))
+    if outcome == "finished" and not kept and not _journals_since(spool.journal_dir(), started):
+        return
     print(f"mlflow-dl: the tracking server at {runs.redact(uri)} stopped answering during the command, which "
-          f"stopped; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
+          f"{outcome}; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
           f"sync` once it is back (exit code {EXIT_SERVER_LOST})", file=sys.stderr, flush=True)
     sys.exit(EXIT_SERVER_LOST)
 
 
+def _journals_since(folder: str, started: float) -> bool:
+    """Whether runs of this command left journals behind (records the server never acknowledged)."""
+    try:
+        return any(n.endswith(".jsonl") and os.path.getmtime(os.path.join(folder, n)) >= started - 1
+                   for n in os.listdir(folder))
+    except OSError:
+        return False
+
+
 def _go_offline(uri: str):
-    import logging
-
-    import mlflow
-
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
-
     from mlflow_dl.tracking import offline_store, runs, spool
 
     store = offline_store.open_store(uri, spool.journal_dir())
-    # the run `mlflow run` created is on the server: the store's runs stand for it (SERVER_RUN_TAG)
-    os.environ.pop("MLFLOW_RUN_ID", None)
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-    os.environ[offline_store.STORE_ENV] = store.folder
-    os.environ["MLFLOW_TRACKING_URI"] = store.tracking_uri  # worker processes inherit it
-    mlflow.set_tracking_uri(store.tracking_uri)
+    offline_store.activate(store)
     if os.environ.get("MLFLOW_EXPERIMENT_NAME"):  # created here, with its artifacts inside the store
         runs.ensure_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
     return store

@@ -237,14 +237,17 @@ def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
         assert proc.returncode == 4, stderr[-3000:]
         last = _last_line(stderr)
         assert server.url in last and "mlflow-dl sync" in last and str(tmp_path / ".mlflow-dl" / "journal") in last
+        assert "which finished" in last  # the training, and the test-set evaluation after it
 
         server.start()
         synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
         assert synced.returncode == 0, synced.stderr[-3000:]
         run = client.get_run(online.info.run_id)
-        assert run.info.status != "RUNNING"
+        assert run.info.status == "FINISHED"
         assert _steps(client, run.info.run_id) == list(range(100))  # the fit went on to its end
-        assert "checkpoints/best.keras" in artifact_paths(client, run.info.run_id)
+        assert "test_loss" in run.data.metrics and "best_val_loss" in run.data.metrics
+        assert {"checkpoints/best.keras", "plots/learning_curves.png", "plots/confusion_matrix.png"} <= set(
+            artifact_paths(client, run.info.run_id))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -262,3 +265,52 @@ def test_sync_with_the_server_still_down_stops_in_seconds_and_keeps_the_store(tm
     (line,) = out.stderr.strip().splitlines()
     assert f"http://127.0.0.1:{port}" in line and str(store) in line and "mlflow-dl sync" in line
     assert elapsed < 10 and (store / "store.json").exists()
+
+
+@pytest.mark.slow
+def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
+    server = Server(tmp_path).start()
+    client = mlflow.MlflowClient(server.url)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = subprocess.Popen(mlflow_dl_cli() + ["sweep", "dropout", "--rates", "0,0.2,0.4", "--epochs", "40",
+                                               "--patience", "none", "--hidden", "8"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert time.time() < deadline and proc.poll() is None
+            try:
+                found = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                           "tags.mlflow.parentRunId != ''")
+                if found and "loss" in found[0].data.metrics:
+                    break
+            except Exception:  # noqa: BLE001  (the experiment is being created)
+                pass
+            time.sleep(0.2)
+        (first,) = found
+        parent_id = first.data.tags["mlflow.parentRunId"]
+        server.stop()
+        _, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 4, stderr[-3000:]
+        last = _last_line(stderr)
+        assert server.url in last and "which finished" in last and "mlflow-dl sync" in last, last
+
+        server.start()
+        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        runs = client.search_runs([first.info.experiment_id])
+        assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}, [
+            (r.info.run_name, r.info.status) for r in runs]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+        assert len(children) == 3 and first.info.run_id in {c.info.run_id for c in children}  # kept its id
+        for child in children:
+            assert _steps(client, child.info.run_id) == list(range(40)), child.info.run_name
+        parent = client.get_run(parent_id)
+        assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+        table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="results.csv",
+                                                                tracking_uri=server.url))
+        assert set(table["run_id"]) == {c.info.run_id for c in children}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()

@@ -84,7 +84,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
     from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.tracking import failover, runs
 
     module = families.get(family)
     if workers < 1:
@@ -140,6 +140,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                     executors.processes(pool, workers, trials, ds, splits, family, parent_id, on_result)
             except KeyboardInterrupt as exc:
                 interrupted = exc
+            failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too
             done = [(t, r) for t, r in zip(trials, results) if r is not None]
             table = compare.results_table([t for t, _ in done], [r for _, r in done])
             finished = table[table["status"] == "FINISHED"] if len(table) else table

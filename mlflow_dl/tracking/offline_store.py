@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 STORE_ENV = "MLFLOW_DL_OFFLINE_STORE"  # the folder, while a command (and its workers) log into it
+PID_ENV = "MLFLOW_DL_COMMAND_PID"  # the command's process, which marks the store complete when it ends
 SERVER_RUN_TAG = "mlflow_dl.server_run_id"  # a local run standing for a run that exists on the server
 META = "store.json"
 PREFIX = "offline-"
@@ -50,18 +51,39 @@ class OfflineStore:
         os.replace(tmp, os.path.join(self.folder, META))
 
 
-def open_store(server_uri: str, journal_folder: str) -> OfflineStore:
-    """A new, empty store for a command whose server `server_uri` does not answer."""
+def new_folder(journal_folder: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return os.path.abspath(os.path.join(journal_folder, f"{PREFIX}{stamp}-{uuid.uuid4().hex[:8]}"))
+
+
+def open_store(server_uri: str, journal_folder: str, folder: str | None = None) -> OfflineStore:
+    """A store for a command whose server `server_uri` does not answer: new, or `folder` (created if
+    missing; the command's worker processes share it)."""
     from mlflow_dl.tracking.runs import redact
 
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    folder = os.path.abspath(os.path.join(journal_folder, f"{PREFIX}{stamp}-{uuid.uuid4().hex[:8]}"))
-    os.makedirs(os.path.join(folder, "artifacts"))
+    folder = folder or new_folder(journal_folder)
+    os.makedirs(os.path.join(folder, "artifacts"), exist_ok=True)
     store = OfflineStore(folder, redact(server_uri))
-    store.write_meta(tracking_uri=store.server_uri, pid=os.getpid(), host=socket.gethostname(),
-                     created=int(time.time() * 1000), complete=False,
-                     server_run_id=os.environ.get("MLFLOW_RUN_ID") or None)
+    if not os.path.exists(os.path.join(folder, META)):
+        store.write_meta(tracking_uri=store.server_uri, pid=int(os.environ.get(PID_ENV) or os.getpid()),
+                         host=socket.gethostname(), created=int(time.time() * 1000), complete=False,
+                         server_run_id=os.environ.get("MLFLOW_RUN_ID") or None)
     return store
+
+
+def activate(store: OfflineStore) -> None:
+    """This process (and the workers it starts) log into `store` from now on."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
+    # the run `mlflow run` created is on the server: the store's runs stand for it (SERVER_RUN_TAG)
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    os.environ[STORE_ENV] = store.folder
+    os.environ["MLFLOW_TRACKING_URI"] = store.tracking_uri
+    mlflow.set_tracking_uri(store.tracking_uri)
 
 
 def active() -> OfflineStore | None:

@@ -62,10 +62,38 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     goes to the parent's experiment (`parent_experiment_id` when the caller knows it,
     saving a round trip per child).
     """
+    from mlflow_dl.tracking import failover
+
+    args = (family, run_name, experiment, parent_run_id, tags, parent_experiment_id)
+    if failover.should_fail_over():
+        failover.fail_over()
+    try:
+        return _start_run(*args)
+    except Exception as exc:
+        if not (connection_lost(exc) and failover.fail_over()):
+            raise
+        failover.mark_lost()
+        return _start_run(*args)  # in the command's offline store
+
+
+def _is_local(run_id: str) -> bool:
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def _start_run(family, run_name, experiment, parent_run_id, tags, parent_experiment_id) -> mlflow.ActiveRun:
+    from mlflow_dl.tracking import failover
+
     tags = {FAMILY_TAG: family, **(tags or {})}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
-        if parent_experiment_id is None:
+        if failover.failed_over() and not _is_local(parent_run_id):
+            # the parent is on the server only: the child keeps its id, sync puts it under that run
+            parent_experiment_id = ensure_experiment(experiment)
+        elif parent_experiment_id is None:
             parent_experiment_id = _experiment_of(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
@@ -174,6 +202,11 @@ def end_run(run_id: str, error: BaseException | None = None) -> None:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         tags[ERROR_TAG] = f"{type(error).__name__}: {reason}"[:5000]
     end_time = int(time.time() * 1000)
+    from mlflow_dl.tracking import failover
+
+    if (stand_in := failover.stand_in_of(run_id)) is not None:
+        _end_stand_in(run_id, stand_in, status, tags)
+        return
     try:
         if tags:
             client.set_tag(run_id, ERROR_TAG, tags[ERROR_TAG])
@@ -187,11 +220,31 @@ def end_run(run_id: str, error: BaseException | None = None) -> None:
             raise
         from mlflow_dl.tracking import spool  # the server went away: `mlflow-dl sync` ends the run
 
+        failover.mark_lost()
         journal = spool.Journal(mlflow.get_tracking_uri(), run_id)
         if tags:
             journal.append("tags", tags=tags)
         journal.append("end", status=status, end_time=end_time)
         journal.close()
+
+
+def _end_stand_in(run_id: str, stand_in: str, status: str, tags: dict) -> None:
+    """End the local stand-in of server run `run_id` (sync ends `run_id` so), then take `run_id` off
+    MLflow's stack of active runs."""
+    client = mlflow.MlflowClient()
+    if tags:
+        client.set_tag(stand_in, ERROR_TAG, tags[ERROR_TAG])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == stand_in:
+        mlflow.end_run(status)
+    else:
+        client.set_terminated(stand_in, status)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        try:
+            mlflow.end_run(status)  # off the stack first; then MLflow asks this store, which has no such run
+        except mlflow.exceptions.MlflowException:
+            pass
 
 
 def connection_lost(exc: BaseException) -> bool:

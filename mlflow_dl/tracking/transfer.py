@@ -117,7 +117,8 @@ class StoreSync:
         self.store, self.server, self.echo = store, server, echo
         self.local = mlflow.MlflowClient(store.tracking_uri)
         self.ledger = _Ledger(store.folder)
-        self.experiments: dict[str, str] = {}
+        self.experiments: dict[str, str] = {}  # name -> the server's experiment id
+        self.run_experiments: dict[str, str] = {}  # a server run -> its experiment id
 
     def run(self) -> int:
         """Copy every run not yet done; returns how many runs were sent now."""
@@ -147,20 +148,28 @@ class StoreSync:
                 self.experiments[experiment.name] = found.experiment_id
         return self.experiments[experiment.name]
 
+    def _experiment_of(self, server_run_id: str) -> str:
+        if server_run_id not in self.run_experiments:
+            self.run_experiments[server_run_id] = self.server.get_run(server_run_id).info.experiment_id
+        return self.run_experiments[server_run_id]
+
     def _server_run(self, run, experiment) -> str:
         old = run.info.run_id
         if old in self.ledger.ids:
             return self.ledger.ids[old]
         new = run.data.tags.get(SERVER_RUN_TAG)
+        parent = run.data.tags.get("mlflow.parentRunId")
         if new is None:
-            experiment_id = self._experiment(experiment)
+            # a child goes where its parent is on the server (a parent the server had before it went away
+            # is not in this store)
+            experiment_id = (self._experiment_of(self.ledger.ids.get(parent, parent)) if parent
+                             else self._experiment(experiment))
             found = self.server.search_runs([experiment_id], f"tags.`{ORIGIN_TAG}` = '{old}'",
                                             run_view_type=ViewType.ALL, max_results=1)
             if found:
                 new = found[0].info.run_id
             else:
                 tags = {ORIGIN_TAG: old}
-                parent = run.data.tags.get("mlflow.parentRunId")
                 if parent:
                     tags["mlflow.parentRunId"] = self.ledger.ids.get(parent, parent)
                 new = self.server.create_run(experiment_id, start_time=run.info.start_time, tags=tags,
