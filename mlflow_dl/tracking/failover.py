@@ -83,7 +83,10 @@ def follow(run_id: str) -> None:
     becomes the active run, so MLflow's fluent calls log into the offline store."""
     import mlflow
 
-    if not failed_over() and not (should_fail_over() and fail_over()):
+    from mlflow_dl.tracking.runs import reachable
+
+    # probed even when this process saw no failure: worker processes may have met it
+    if not failed_over() and not (enabled() and not reachable(mlflow.get_tracking_uri()) and fail_over()):
         return
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
