@@ -79,11 +79,13 @@ def trains_offline(fn):
         uri = tracking_uri()
         if not _down(uri):
             return _online(fn, uri, *args, **kwargs)
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
         store = _go_offline(uri)
         try:
             fn(*args, **kwargs)
         finally:
             kept = _close(store)
+            _restore(saved)  # (a command run in-process leaves the environment as it found it)
             if kept:
                 from mlflow_dl.tracking.runs import redact
 
@@ -100,9 +102,7 @@ def _online(fn, uri: str, *args, **kwargs):
     """fn with the server up; if it stops answering (after MLflow's retries): one line, EXIT_SERVER_LOST."""
     import time
 
-    from mlflow_dl.tracking import runs, spool
-
-    from mlflow_dl.tracking import failover, offline_store
+    from mlflow_dl.tracking import failover, offline_store, runs, spool
 
     # where this command's processes go on if the server goes away during it (created only then)
     os.environ[failover.FAILOVER_ENV] = offline_store.new_folder(spool.journal_dir())
@@ -115,7 +115,8 @@ def _online(fn, uri: str, *args, **kwargs):
         if not runs.connection_lost(exc):
             raise
     finally:
-        folder = os.environ[failover.FAILOVER_ENV]
+        folder = os.environ.pop(failover.FAILOVER_ENV)  # (a command run in-process leaves nothing behind)
+        os.environ.pop(offline_store.PID_ENV, None)
         kept = os.path.isdir(folder) and _close(offline_store.OfflineStore(folder, runs.redact(uri)))
     if outcome == "finished" and not kept and not _journals_since(spool.journal_dir(), started):
         return
@@ -123,6 +124,20 @@ def _online(fn, uri: str, *args, **kwargs):
           f"{outcome}; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
           f"sync` once it is back (exit code {EXIT_SERVER_LOST})", file=sys.stderr, flush=True)
     sys.exit(EXIT_SERVER_LOST)
+
+
+def _restore(saved: dict) -> None:
+    import mlflow
+
+    from mlflow_dl.tracking import offline_store
+
+    os.environ.pop(offline_store.STORE_ENV, None)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
 
 
 def _journals_since(folder: str, started: float) -> bool:
