@@ -60,7 +60,8 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     instead of opening a second one. A child names its parent by `parent_run_id`,
     which works in the parent's process (nested) and in a worker process alike; it
     goes to the parent's experiment (`parent_experiment_id` when the caller knows it,
-    saving a round trip per child).
+    saving a round trip per child). In a CLI command whose server went away, the run starts
+    in the command's offline store instead (tracking/failover.py).
     """
     from mlflow_dl.tracking import failover
 
