@@ -141,10 +141,12 @@ def _restore(saved: dict) -> None:
 
 
 def _journals_since(folder: str, started: float) -> bool:
-    """Whether runs of this command left journals behind (records the server never acknowledged)."""
+    """Whether runs of this command left records in their journals that the server never acknowledged."""
+    from mlflow_dl.tracking.spool import unsent
+
     try:
-        return any(n.endswith(".jsonl") and os.path.getmtime(os.path.join(folder, n)) >= started - 1
-                   for n in os.listdir(folder))
+        paths = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jsonl")]
+        return any(os.path.getmtime(p) >= started - 1 and unsent(p) for p in paths)
     except OSError:
         return False
 

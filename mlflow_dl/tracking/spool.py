@@ -90,6 +90,18 @@ class Journal:
             return True
 
 
+def unsent(path: str) -> int:
+    """How many records of a journal file the server has not acknowledged."""
+    seqs, acked = set(), set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip().endswith("}"):
+                record = json.loads(line)
+                seqs.add(record.get("seq"))
+                acked.add(record.get("ack"))
+    return len(seqs - acked - {None})
+
+
 def _last_seq(path: str) -> int:
     if not os.path.exists(path):
         return 0
