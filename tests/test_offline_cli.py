@@ -212,6 +212,20 @@ def test_mlflow_run_whose_server_goes_away_after_it_created_the_run(tmp_path):
         server.stop()
 
 
+def _once_a_run_has_an_epoch(client, proc, where=""):
+    """The runs matching `where`, as soon as one has logged an epoch (while `proc` still runs)."""
+    deadline = time.time() + 300
+    while True:
+        assert time.time() < deadline and proc.poll() is None
+        try:
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()], where)
+            if found and "loss" in found[0].data.metrics:
+                return found
+        except Exception:  # noqa: BLE001  (the experiment is being created)
+            pass
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
     server = Server(tmp_path).start()
@@ -221,17 +235,7 @@ def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
     proc = subprocess.Popen(mlflow_dl_cli() + ["train", "--epochs", "100", "--patience", "none", "--hidden", "8"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while True:
-            assert time.time() < deadline and proc.poll() is None
-            try:
-                found = client.search_runs([e.experiment_id for e in client.search_experiments()])
-                if found and "loss" in found[0].data.metrics:
-                    break
-            except Exception:  # noqa: BLE001  (the experiment is being created)
-                pass
-            time.sleep(0.2)
-        (online,) = found
+        (online,) = _once_a_run_has_an_epoch(client, proc)
         server.stop()
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 4, stderr[-3000:]
@@ -276,18 +280,7 @@ def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
                                                "--patience", "none", "--hidden", "8"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 300
-        while True:
-            assert time.time() < deadline and proc.poll() is None
-            try:
-                found = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                           "tags.mlflow.parentRunId != ''")
-                if found and "loss" in found[0].data.metrics:
-                    break
-            except Exception:  # noqa: BLE001  (the experiment is being created)
-                pass
-            time.sleep(0.2)
-        (first,) = found
+        (first,) = _once_a_run_has_an_epoch(client, proc, "tags.mlflow.parentRunId != ''")
         parent_id = first.data.tags["mlflow.parentRunId"]
         server.stop()
         _, stderr = proc.communicate(timeout=900)
