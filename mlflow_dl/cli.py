@@ -14,6 +14,7 @@ import threading
 import click
 
 from mlflow_dl.errors import MlflowDLError
+from mlflow_dl.outage import ServerUnreachable, needs_server, offline, trains_offline
 
 
 def _quiet_tensorflow() -> None:
@@ -122,6 +123,7 @@ def model_options(f):
 @fit_options
 @model_options
 @click.option("--run-name", default=None)
+@trains_offline
 def train(run_name, **kw):
     """Fit one MLP and track it: metrics per epoch, best epoch, checkpoint, plots, model."""
     spec = build_spec(kw)
@@ -135,6 +137,7 @@ def train(run_name, **kw):
 @cli.command(name="main")
 @click.option("--epochs", default=30, show_default=True, type=int)
 @click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
+@trains_offline
 def main_job(epochs, experiment):
     """The lesson, end to end, on the bundled data sets."""
     _quiet_tensorflow()
@@ -154,6 +157,7 @@ def main_job(epochs, experiment):
               help="The alias moves only if model_val_loss improves by more than this.")
 @click.option("--allow-signature-change", is_flag=True, help="Promote even if the input columns changed.")
 @click.option("--allow-key-change", is_flag=True, help="Promote a run of another comparability key than the champion's.")
+@needs_server("promote", "rank the runs and register the winner")
 def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_improvement, allow_signature_change,
             allow_key_change):
     """Register the run with the lowest model_val_loss (one comparability key) and point the alias at it."""
@@ -173,6 +177,7 @@ def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_impr
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5001, show_default=True, type=int)
+@needs_server("serve", "resolve models:/NAME@ALIAS in the model registry")
 def serve(model_name, alias, host, port):
     """Serve NAME@ALIAS with `mlflow models serve --env-manager local` (Ctrl-C stops it)."""
     from mlflow_dl.serving import ServeSpec, check_registered, serve as serve_fn, shell_command
@@ -208,16 +213,19 @@ def server(backend_store_uri, artifacts_destination, host, port, app_name, allow
 @click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal, and the per-user folder journals go to when that cannot be written).")
 def sync(journal_dir):
     """Send what runs journaled while the tracking server was away (idempotent: nothing twice)."""
+    from mlflow_dl.outage import sync_stores
     from mlflow_dl.tracking.spool import replay_all
 
+    stores = sync_stores(journal_dir, echo=click.echo)
     done = replay_all(journal_dir)
     for name, sent in done:
         click.echo(f"{name}: {sent} records sent")
-    click.echo(f"{len(done)} journals synced")
+    click.echo(f"{len(done)} journals synced" + (f", {stores} offline stores" if stores else ""))
 
 
 @cli.command()
 @click.argument("run_id")
+@needs_server("resume", "read the run and log the rest of its fit into it")
 def resume(run_id):
     """Continue a killed run from its last completed epoch, in the same run."""
     _quiet_tensorflow()
@@ -229,6 +237,7 @@ def resume(run_id):
 @cli.command()
 @click.option("--older-than", default="30m", show_default=True, help="Heartbeat age: 45s, 30m, 2h, 1d.")
 @click.option("--experiment", default=None, help="Only this experiment (default: all).")
+@needs_server("reap", "find the runs left RUNNING and end them")
 def reap(older_than, experiment):
     """End KILLED the runs left RUNNING without a heartbeat for longer than --older-than."""
     from mlflow_dl.recovery import parse_age, reap as reap_fn
@@ -284,6 +293,7 @@ def _sweep_command(family: str) -> click.Command:
     @click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]),
                   help="Where trials run (default: inline, or processes with --workers > 1); ray needs mlflow-dl[ray].")
     @click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
+    @trains_offline
     def command(workers, executor, ray_address, **kw):
         grid = {o.name: kw.pop(o.name) for o in grid_options}
         spec = build_spec(kw)
@@ -340,6 +350,7 @@ for _family in SWEEP_GRIDS:
 @click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
 @fit_options
+@trains_offline
 def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
     """Which recurrent cell, how long a window? (a parent run, a child per cell x timesteps)"""
     from mlflow_dl.config import FitSpec, parse_list
@@ -369,6 +380,7 @@ sweep.add_command(rnn_vs_lstm, name="rnn_vs_lstm")
 
 @cli.command()
 @click.argument("run_id")
+@needs_server("diagnose", "read the run's residuals and log the diagnostics")
 def diagnose(run_id):
     """Residual diagnostics of a time-series run: ACF/PACF, ADF, KPSS, Shapiro-Wilk, Ljung-Box, Goldfeld-Quandt."""
     from mlflow_dl.diagnostics import diagnose as diagnose_fn, is_white_noise
@@ -393,6 +405,7 @@ def diagnose(run_id):
 @click.option("--directory", default="keras_tuner", show_default=True, help="Where keras-tuner keeps its state.")
 @click.option("--allow-remote-oracle", is_flag=True,
               help="Accept a non-loopback KERASTUNER_ORACLE_IP (its gRPC service has no authentication).")
+@trains_offline
 def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, search_id, directory, allow_remote_oracle,
          **kw):
     """Let keras-tuner search: a parent run per search, a child per trial."""
@@ -402,6 +415,10 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
         data = SeriesSpec(kw["dataset"], target=kw["target"] or None, date_column=date_column or None, seed=kw["seed"])
     else:
         data = build_spec(kw).data
+    if offline() and (search_id or os.environ.get("KERASTUNER_TUNER_ID")):
+        raise ServerUnreachable("the tracking server does not answer, and a named or distributed search "
+                                "(--search-id, KERASTUNER_TUNER_ID) finds its parent run there; start it and run "
+                                "the command again, or tune without --search-id")
     from mlflow_dl.sweeps.search_plan import plan_search
 
     plan = plan_search(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,

@@ -192,11 +192,18 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
             metrics = {**tracker.summary(), **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
                        "total_params": float(model.count_params())}
             metrics.update(after_fit(model, splits) if after_fit is not None else {})
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k not in tracker.summary()})
+            after = {k: v for k, v in metrics.items() if k not in tracker.summary()}
             path, fig = test_plot(splits, raw)
-            mlflow.log_figure(fig, path)
-            plots.close(fig)
-            if not tracker.delivered():
+            try:
+                mlflow.log_metrics(after)
+                mlflow.log_figure(fig, path)
+            except Exception as exc:
+                if not runs.connection_lost(exc):
+                    raise
+                tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
+            finally:
+                plots.close(fig)
+            if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
                 raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
                                     "journal for `mlflow-dl sync`")
     except Exception as exc:

@@ -98,7 +98,12 @@ def connect_ray(address: str) -> None:
         import ray as ray_lib
     except ImportError:
         raise ConfigError("executor='ray' needs Ray; expected it installed: pip install 'mlflow-dl[ray]'") from None
+    from mlflow_dl.tracking import offline_store
+
     uri = mlflow.get_tracking_uri()
+    if (store := offline_store.active()) is not None:
+        raise ConfigError(f"the tracking server at {store.server_uri} does not answer, and Ray tasks log to it; "
+                          "start it and run the command again, or use --executor inline or processes")
     if not uri.startswith(("http://", "https://")):
         raise ConfigError(f"tracking_uri={uri!r} is local to this machine; expected a tracking server "
                           "(MLFLOW_TRACKING_URI=http://HOST:PORT) that every Ray task can reach")

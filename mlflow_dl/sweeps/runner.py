@@ -105,7 +105,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     import mlflow  # MLflow (and below, TensorFlow): only once the grid and the data are known to be usable
 
     from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.tracking import failover, runs
 
     _warn_sqlite_workers(workers)
     pool = None
@@ -141,6 +141,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                     executors.processes(pool, workers, trials, ds, splits, family, parent_id, on_result)
             except KeyboardInterrupt as exc:
                 interrupted = exc
+            failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too
             done = [(t, r) for t, r in zip(trials, results) if r is not None]
             table = compare.results_table([t for t, _ in done], [r for _, r in done])
             finished = table[table["status"] == "FINISHED"] if len(table) else table

@@ -382,6 +382,15 @@ class MlflowCallback(keras.callbacks.Callback):
         True at once when fit never began (nothing was queued)."""
         return self._logger is None or self._logger.flush(timeout=timeout)
 
+    def journal_after_fit(self, metrics: dict[str, float], fig, artifact_file: str) -> None:
+        """What the run's owner logs after fit (test metrics, a figure), through this fit's journal:
+        for an owner whose own calls found the server gone. Sent in order, or by `mlflow-dl sync`."""
+        self._logger.log_metrics(metrics, step=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, os.path.basename(artifact_file))
+            fig.savefig(local)
+            self._logger.log_artifact(local, os.path.dirname(artifact_file) or None)
+
     def _handle_signals(self) -> None:
         """SIGTERM / Ctrl-C during fit stop it after the running batch, then end the run KILLED
         (_end_interrupted); the handler that was there before is chained (_on_signal)."""

@@ -27,8 +27,10 @@ def ensure_experiment(name: str | None = None) -> str:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        from mlflow_dl.tracking.offline_store import artifact_location
+
         try:
-            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, artifact_location=artifact_location(name), tags=EXPERIMENT_KIND)
         except mlflow.exceptions.MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -58,15 +60,48 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     instead of opening a second one. A child names its parent by `parent_run_id`,
     which works in the parent's process (nested) and in a worker process alike; it
     goes to the parent's experiment (`parent_experiment_id` when the caller knows it,
-    saving a round trip per child).
+    saving a round trip per child). In a CLI command whose server went away, the run starts
+    in the command's offline store instead (tracking/failover.py).
     """
+    from mlflow_dl.tracking import failover
+
+    args = (family, run_name, experiment, parent_run_id, tags, parent_experiment_id)
+    if failover.should_fail_over():
+        failover.fail_over()
+    try:
+        return _start_run(*args)
+    except Exception as exc:
+        if not (connection_lost(exc) and failover.fail_over()):
+            raise
+        failover.mark_lost()
+        return _start_run(*args)  # in the command's offline store
+
+
+def _is_local(run_id: str) -> bool:
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        return True
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def _start_run(family, run_name, experiment, parent_run_id, tags, parent_experiment_id) -> mlflow.ActiveRun:
+    from mlflow_dl.tracking import failover
+
     tags = {FAMILY_TAG: family, **(tags or {})}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
-        if parent_experiment_id is None:
+        if failover.failed_over() and not _is_local(parent_run_id):
+            # the parent is on the server only: the child keeps its id, sync puts it under that run
+            parent_experiment_id = ensure_experiment(experiment)
+        elif parent_experiment_id is None:
             parent_experiment_id = _experiment_of(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
+    from mlflow_dl.tracking import offline_store
+
+    if (store := offline_store.active()) is not None and (server_run := store.meta().get("server_run_id")):
+        tags[offline_store.SERVER_RUN_TAG] = server_run  # stands for the run `mlflow run` created on the server
     experiment_id = None
     if experiment or not _experiment_from_environment():
         experiment_id = ensure_experiment(experiment)
@@ -145,11 +180,14 @@ def reachable(uri: str, timeout: float = 2.0) -> bool:
     """Whether an HTTP tracking server answers /health within `timeout` s (a local store always does)."""
     if not uri.startswith(("http://", "https://")):
         return True
+    import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return True
+    except urllib.error.HTTPError as exc:  # it answered: 401 from a proxy guarding /health; 502-504 from a proxy
+        return exc.code < 500  # whose server is away
     except OSError:
         return False
 
@@ -164,16 +202,62 @@ def offline_run(family: str, run_name: str | None = None, experiment: str | None
 def end_run(run_id: str, error: BaseException | None = None) -> None:
     """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM."""
     client = mlflow.MlflowClient()
-    status = RunStatus.to_string(RunStatus.FINISHED)
+    status, tags = RunStatus.to_string(RunStatus.FINISHED), {}
     if error is not None:
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        client.set_tag(run_id, ERROR_TAG, f"{type(error).__name__}: {reason}"[:5000])
+        tags[ERROR_TAG] = f"{type(error).__name__}: {reason}"[:5000]
+    end_time = int(time.time() * 1000)
+    from mlflow_dl.tracking import failover
+
+    if (stand_in := failover.stand_in_of(run_id)) is not None:
+        _end_stand_in(run_id, stand_in, status, tags)
+        return
+    try:
+        if tags:
+            client.set_tag(run_id, ERROR_TAG, tags[ERROR_TAG])
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(status)  # (off MLflow's stack first, even when the server does not take it)
+        else:
+            client.set_terminated(run_id, status, end_time=end_time)
+    except Exception as exc:
+        if not connection_lost(exc):
+            raise
+        from mlflow_dl.tracking import spool  # the server went away: `mlflow-dl sync` ends the run
+
+        failover.mark_lost()
+        journal = spool.Journal(mlflow.get_tracking_uri(), run_id)
+        if tags:
+            journal.append("tags", tags=tags)
+        journal.append("end", status=status, end_time=end_time)
+        journal.close()
+
+
+def _end_stand_in(run_id: str, stand_in: str, status: str, tags: dict) -> None:
+    """End the local stand-in of server run `run_id` (sync ends `run_id` so), then take `run_id` off
+    MLflow's stack of active runs."""
+    client = mlflow.MlflowClient()
+    if tags:
+        client.set_tag(stand_in, ERROR_TAG, tags[ERROR_TAG])
     active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
+    if active is not None and active.info.run_id == stand_in:
         mlflow.end_run(status)
     else:
-        client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
+        client.set_terminated(stand_in, status)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        try:
+            mlflow.end_run(status)  # off the stack first; then MLflow asks this store, which has no such run
+        except mlflow.exceptions.MlflowException:
+            pass
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a tracking call failed because the server did not answer (after MLflow's retries)."""
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Read timed out",
+                                   "Failed to establish a new connection", "Connection aborted"))
 
 
 def _hold_ctrl_c():

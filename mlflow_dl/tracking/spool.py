@@ -73,8 +73,8 @@ class Journal:
         self.dir, self._file = _open_in([os.path.abspath(directory or journal_dir()), *fallback_dirs()],
                                         f"{self.key}.jsonl")
         self.path = os.path.join(self.dir, f"{self.key}.jsonl")
+        self._seq = _last_seq(self.path)  # a run's journal opened again (its run ended after the fit) goes on
         self._lock = threading.Lock()
-        self._seq = 0
         self._unacked: set[int] = set()
         self._write({"op": "open", "tracking_uri": redact(tracking_uri), "run_id": run_id})
 
@@ -121,6 +121,25 @@ class Journal:
             os.remove(self.path)
             shutil.rmtree(os.path.join(self.dir, f"{self.key}.files"), ignore_errors=True)
             return True
+
+
+def unsent(path: str) -> int:
+    """How many records of a journal file the server has not acknowledged."""
+    seqs, acked = set(), set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip().endswith("}"):
+                record = json.loads(line)
+                seqs.add(record.get("seq"))
+                acked.add(record.get("ack"))
+    return len(seqs - acked - {None})
+
+
+def _last_seq(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return max((json.loads(line).get("seq", 0) for line in f if line.strip().endswith("}")), default=0)
 
 
 def send(client, run_id: str | None, record: dict) -> str:
