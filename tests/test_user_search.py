@@ -79,6 +79,12 @@ def test_the_lecture_cell_gives_a_parent_and_a_child_per_trial(autologged, tmp_p
     # every numeric hyper-parameter the three trials varied has its plot
     varied = [k for k in ("node1", "learning_rate") if table[k].nunique() > 1]
     assert varied and {f"plots/val_loss_vs_{k}.png" for k in varied} <= figures
+    # promoted like a sweep: the best child, registered
+    from mlflow_dl.registry import promote
+
+    promoted = promote("mlflow-dl", "lecture", parent_run_id=parent.info.run_id)
+    lowest = min(children, key=lambda c: c.data.metrics["best_val_loss"])
+    assert promoted.moved and promoted.run_id == lowest.info.run_id
 
 
 def test_hyperband_children_carry_bracket_round_and_epochs(autologged, tmp_path):
