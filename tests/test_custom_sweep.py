@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, all_runs, free_port, mlflow_dl_cli, wait_http
+from test_serving import post, split
 
 from mlflow_dl.cli import main
 from mlflow_dl.errors import ConfigError
@@ -170,17 +169,12 @@ def test_promote_the_best_trial_and_serve_raw_rows(project, tmp_path, tracking_s
     try:
         wait_http(f"{url}/ping", timeout=180, proc=proc)
         rows = project[["a", "b", "c"]].head(5)
-        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            served = pd.DataFrame(json.loads(response.read())["predictions"])
+        status, body = post(url, split(rows))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # mlflow-dl serve and the scoring server it started
+        proc.wait()
+    assert status == 200, body
+    served = pd.DataFrame(body["predictions"])
     local = mlflow.pyfunc.load_model(f"runs:/{result.best_run_id}/model").predict(rows)
     assert len(served) == 5
     np.testing.assert_allclose(served.to_numpy(dtype=float), np.asarray(local, dtype=float).reshape(served.shape),

@@ -57,8 +57,10 @@ class _UserBridge(bridge_module._Bridge):
     def fit(self, build_and_fit, trial, *args, **kwargs):
         """One execution: keras-tuner builds and fits, MlflowCallback after its callbacks; with
         executions_per_trial > 1 each execution is a run nested under the trial's child."""
-        tracker = MlflowCallback(**{"family": FAMILY, **self.callback_kwargs})
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), tracker]
+        callbacks = list(kwargs.get("callbacks") or [])
+        given = [c for c in callbacks if isinstance(c, MlflowCallback)]  # the user's own (keras-tuner's copy)
+        tracker = given[0] if given else MlflowCallback(**{"family": FAMILY, **self.callback_kwargs})
+        kwargs["callbacks"] = callbacks if given else [*callbacks, tracker]
         self.tracker = tracker
         execution = None
         if self.executions > 1:
