@@ -136,6 +136,17 @@ def test_a_function_defined_here_runs_inline_only(project):
 
 
 @pytest.mark.slow
+def test_two_worker_processes_import_the_function_by_name(project):
+    from mlflow_dl import sweep_model
+
+    result = sweep_model("my_models:build", {"units": [2, 3, 4]}, "train.csv", target="y", epochs=1, workers=2,
+                         progress=False)
+    parent = mlflow.get_run(result.parent_run_id)
+    assert parent.data.params["sweep.executor"] == "processes" and parent.info.status == "FINISHED"
+    assert list(result.table["status"]) == ["FINISHED"] * 3, result.table.to_string()
+
+
+@pytest.mark.slow
 def test_mlflow_run_custom_entry_point_against_a_server(project, tmp_path, mlflow_server):
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
