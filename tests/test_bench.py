@@ -30,3 +30,13 @@ def test_serving_latency_benchmark_runs_in_quick_mode(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert re.match(r"serving_latency ratio=\d+\.\d+ \(stock [\d.]+ ms / mlflow-dl [\d.]+ ms one-row p50", last), last
+
+
+@pytest.mark.slow  # a tracking server and three searches in their own processes: minutes on a busy machine
+def test_tuner_overhead_benchmark_runs_every_arm_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "tuner_overhead.py"), "--quick"],
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    assert re.search(r"^rep 1 autolog: [\d.]+s", out.stdout, re.M)
+    assert re.search(r"^tuner_overhead ratio=[\d.]+ ", out.stdout, re.M)
+    assert re.search(r"^autolog_tuner_overhead ratio=[\d.]+ \(autologged user search", out.stdout, re.M)

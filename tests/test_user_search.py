@@ -179,3 +179,30 @@ def test_a_failing_trial_is_a_failed_child_and_the_search_goes_on(autologged, tm
     assert failed and all(c.data.params["hp.units"] == "4" for c in failed)
     assert all(c.data.tags["tuner/status"] in ("failed", "invalid") for c in failed)
     assert parent.info.status == "FINISHED" and mlflow.active_run() is None
+
+
+@pytest.mark.slow
+def test_a_two_input_search_is_promoted_and_served_on_named_tensors(autologged, tracking_store, tmp_path):
+    from test_autolog_serving import post, scoring_servers
+
+    from mlflow_dl.registry import promote
+
+    def build(hp):
+        a, b = keras.Input((2,), name="a"), keras.Input((1,), name="b")
+        hidden = keras.layers.Dense(hp.Choice("units", [2, 4]), activation="relu")(keras.layers.Concatenate()([a, b]))
+        model = keras.Model([a, b], keras.layers.Dense(1)(hidden))
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    x, y = _data()
+    inputs = {"a": x[:, :2], "b": x[:, 2:]}
+    kt.GridSearch(build, objective="val_loss", directory=str(tmp_path / "kt"), project_name="two").search(
+        [inputs["a"], inputs["b"]], y, epochs=1, validation_split=.2, verbose=0)
+    (parent,) = _parents()
+    promoted = promote("mlflow-dl", "two-inputs", parent_run_id=parent.info.run_id)
+    assert promoted.moved
+    local = mlflow.pyfunc.load_model("models:/two-inputs@champion")
+    request = {k: v[:4] for k, v in inputs.items()}
+    with scoring_servers({"champion": "models:/two-inputs@champion"}, tracking_store, str(tmp_path)) as urls:
+        got = post(urls["champion"], {"inputs": {k: v.tolist() for k, v in request.items()}})
+    np.testing.assert_allclose(got, np.asarray(local.predict(request)), rtol=1e-5, atol=1e-6)
