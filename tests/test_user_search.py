@@ -160,6 +160,19 @@ def test_a_hypermodel_and_disable_restores_keras_tuner(tmp_path):
     assert len(_parents()) == 1
 
 
+def test_a_keras_tuner_without_the_expected_hooks_is_left_alone_with_a_warning(monkeypatch):
+    from keras_tuner.src.engine import base_tuner
+
+    original = kt.Tuner.search
+    monkeypatch.delattr(base_tuner.BaseTuner, "project_dir")
+    with pytest.warns(UserWarning, match="tracked fit by fit only"):
+        mlflow_dl.autolog()
+    try:
+        assert kt.Tuner.search is original
+    finally:
+        mlflow_dl.autolog(disable=True)
+
+
 def test_a_failing_trial_is_a_failed_child_and_the_search_goes_on(autologged, tmp_path):
     def build(hp):
         units = hp.Choice("units", [2, 4])
