@@ -6,13 +6,17 @@ default MLP space on breast_cancer (same split, seed, trials and epochs).
   mlflow-dl: `mlflow_dl.sweeps.tuner.tune` to a real `mlflow server` (SQLite) on loopback:
              a child run per trial with curves, checkpoint, plots and servable model,
              then the parent's summary (results, best model on test, plots).
+  autolog:   the bare arm's own search after `mlflow_dl.autolog()` (a user's search), to the same
+             server: a child per trial with the same files, the parent's summary (no test split).
 Each arm is timed from loading the data to the end of the search (for mlflow-dl:
 the parent FINISHED with its summary). Last line: per-trial ratio.
 
 Both arms skip keras-tuner's per-trial `import tensorboard` (not installed with
 tensorflow 2.21; keras-tuner needs it only for a TensorBoard callback).
 
-    python bench/tuner_overhead.py [--repeats 3] [--trials 5] [--epochs 20]
+    python bench/tuner_overhead.py [--repeats 3] [--trials 5] [--epochs 20] [--quick]
+
+--quick (1 repeat, 2 trials of 2 epochs) checks that every arm runs; its ratios mean little.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ARMS = ("bare", "mlflow-dl")
+ARMS = ("bare", "mlflow-dl", "autolog")
 
 
-def bare(trials: int, epochs: int) -> float:
+def bare(trials: int, epochs: int, uri: str | None = None) -> float:
+    """keras-tuner alone; with `uri`, the same search under mlflow_dl.autolog() logging there."""
     import keras_tuner as kt
 
     from mlflow_dl.config import DataSpec, FitSpec, TrialSpec
@@ -40,6 +45,13 @@ def bare(trials: int, epochs: int) -> float:
     from mlflow_dl.models.mlp import build_mlp
 
     started = time.perf_counter()
+    if uri is not None:
+        import mlflow
+
+        import mlflow_dl
+
+        mlflow.set_tracking_uri(uri)
+        mlflow_dl.autolog()
     data = DataSpec("breast_cancer")
     splits = split_and_scale(load_dataset("breast_cancer"), data)
     base = TrialSpec(data=data, fit=FitSpec(epochs=epochs, patience=None))
@@ -57,7 +69,14 @@ def bare(trials: int, epochs: int) -> float:
         tuner.search(splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), epochs=epochs,
                      batch_size=32, verbose=0)
         assert len(tuner.oracle.trials) == trials
-    return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if uri is not None:  # the parent of this search (its project folder), summarised
+            import mlflow
+
+            (parent,) = mlflow.search_runs(filter_string=f"tags.`tuner/project_dir` = '{os.path.join(tmp, 'b7')}'",
+                                           output_format="list", search_all_experiments=True)
+            assert parent.info.status == "FINISHED" and parent.data.metrics["n_finished"] == trials, parent.data
+    return seconds
 
 
 def bridged(trials: int, epochs: int, uri: str) -> float:
@@ -82,12 +101,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 trials of 2 epochs: every arm runs")
     parser.add_argument("--arm", choices=ARMS)
     parser.add_argument("--uri")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.trials, args.epochs = 1, 2, 2
     if args.arm:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-        seconds = bare(args.trials, args.epochs) if args.arm == "bare" else bridged(args.trials, args.epochs, args.uri)
+        if args.arm == "mlflow-dl":
+            seconds = bridged(args.trials, args.epochs, args.uri)
+        else:
+            seconds = bare(args.trials, args.epochs, args.uri if args.arm == "autolog" else None)
         print(json.dumps({"seconds": seconds}))
         return
     from _server import mlflow_server
@@ -106,6 +131,9 @@ def main() -> None:
     per_trial = {arm: statistics.median(v) / args.trials for arm, v in times.items()}
     print(f"tuner_overhead ratio={per_trial['mlflow-dl'] / per_trial['bare']:.2f} "
           f"(mlflow-dl {per_trial['mlflow-dl']:.2f}s / bare keras-tuner {per_trial['bare']:.2f}s per trial, "
+          f"{args.trials} trials x {args.epochs} epochs, median of {args.repeats})")
+    print(f"autolog_tuner_overhead ratio={per_trial['autolog'] / per_trial['bare']:.2f} "
+          f"(autologged user search {per_trial['autolog']:.2f}s / bare keras-tuner {per_trial['bare']:.2f}s per trial, "
           f"{args.trials} trials x {args.epochs} epochs, median of {args.repeats})")
 
 

@@ -12,6 +12,7 @@ _LAZY = {
     "MlflowCallback": "mlflow_dl.tracking.callback",
     "autolog": "mlflow_dl.tracking.autolog",
     "train": "mlflow_dl.families.train",
+    "sweep_model": "mlflow_dl.sweeps.custom",
     "TrialSpec": "mlflow_dl.config",
     "DataSpec": "mlflow_dl.config",
     "ModelSpec": "mlflow_dl.config",

@@ -378,6 +378,32 @@ def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
 sweep.add_command(rnn_vs_lstm, name="rnn_vs_lstm")
 
 
+@sweep.command(name="custom")
+@click.option("--model", "model_ref", required=True,
+              help="Your model-building function: package.module:function (importable from here) or file.py:function.")
+@click.option("--grid", required=True, help="Its arguments' values, crossed: 'dropout=0,0.2,0.4;l2=0.001,0.01'.")
+@click.option("--data", required=True, help="A CSV path (or breast_cancer, diabetes, digits).")
+@click.option("--target", default=None, help="Target column (required for a CSV).")
+@click.option("--task", default="auto", show_default=True, type=click.Choice(["auto", "binary", "multiclass", "regression"]))
+@click.option("--scaler", default="minmax", show_default=True, type=click.Choice(["minmax", "standard"]))
+@click.option("--epochs", default=20, show_default=True, type=int)
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--patience", default="none", show_default=True, help="Early-stopping patience, or 'none'.")
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
+@click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]))
+@click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
+@click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
+def custom_sweep(model_ref, grid, data, target, patience, **kw):
+    """Which values of your own model's arguments are best? (a parent run, a child per grid point)"""
+    _quiet_tensorflow()
+    from mlflow_dl.sweeps.custom import sweep_model
+
+    result = sweep_model(model_ref, grid, data, target or None, patience=_patience(patience), **kw)
+    click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")
+    click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))
+
+
 @cli.command()
 @click.argument("run_id")
 @needs_server("diagnose", "read the run's residuals and log the diagnostics")

@@ -140,6 +140,8 @@ class TrialSpec:
         """Flat `section.field` -> string, the keys every run of a family shares."""
         out: dict[str, str] = {}
         for section in fields(self):
+            if getattr(self, section.name) is None:  # a user's own model (families.custom) has no ModelSpec
+                continue
             for key, value in asdict(getattr(self, section.name)).items():
                 if isinstance(value, (tuple, list)):
                     value = ",".join(map(str, value))

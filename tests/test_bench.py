@@ -52,3 +52,13 @@ def test_cli_start_benchmark_runs_in_quick_mode():
     assert [r[0] for r in rows] == ["(import tensorflow)", "train: missing values", "sweep dropout: bad grid",
                                     "rnn-vs-lstm: bad dates"]  # each one exit 2 and one line, or the benchmark stops
     assert re.search(r"^cli_start ratio=\d+\.\d+ .*slowest data error \d+\.\d+s\)$", out.stdout, re.M)
+
+
+@pytest.mark.slow  # a tracking server and three searches in their own processes: minutes on a busy machine
+def test_tuner_overhead_benchmark_runs_every_arm_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "tuner_overhead.py"), "--quick"],
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    assert re.search(r"^rep 1 autolog: [\d.]+s", out.stdout, re.M)
+    assert re.search(r"^tuner_overhead ratio=[\d.]+ ", out.stdout, re.M)
+    assert re.search(r"^autolog_tuner_overhead ratio=[\d.]+ \(autologged user search", out.stdout, re.M)

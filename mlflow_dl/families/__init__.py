@@ -7,7 +7,7 @@ from importlib import import_module
 from mlflow_dl.errors import ConfigError
 
 SWEEPS = ("regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size", "multi_input", "pca",
-          "rnn_vs_lstm")
+          "rnn_vs_lstm", "custom")
 
 
 def get(name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,25 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     plots.fixed_margins(fig)
     figures["plots/val_loss_curves.png"] = fig
     return figures, knee_value
+
+
+def value_figures(table: pd.DataFrame, keys: list[str]) -> dict:
+    """{plots/val_loss_vs_<key>.png: figure} for each key whose values are all numbers (a search's
+    hyper-parameters, logged as text params): the family's loss-against-value plot, one per key,
+    on a log axis when the positive values span more than two decades."""
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    for key in keys:
+        values = pd.to_numeric(table[key], errors="coerce")
+        if values.isna().any() or values.nunique() < 2:
+            continue
+        positive = values[values > 0]
+        log = len(positive) == len(values) and positive.max() / positive.min() > 100
+        axis = Axis(key=key, label=key, log=bool(log))
+        with warnings.catch_warnings():  # the curves figure, unused here, has no curves to label
+            warnings.simplefilter("ignore", UserWarning)
+            figs, _ = comparison_figures(table.assign(**{key: values}), {}, axis)
+        plt.close(figs.pop("plots/val_loss_curves.png"))
+        figures[f"plots/val_loss_vs_{key}.png"] = figs["plots/loss_vs_swept_value.png"]
+    return figures

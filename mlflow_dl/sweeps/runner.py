@@ -120,7 +120,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
         # the next full collection scans all that TensorFlow loaded (~0.45 s) inside the parent run
         with heap.frozen(), runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
             parent_id = parent.info.run_id
-            mlflow.log_params({**base.params(), "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
+            shared = module.parent_params(base) if hasattr(module, "parent_params") else base.params()
+            mlflow.log_params({**shared, "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
                                **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
             heap.take_in()  # the store's first connection: not garbage, and not the trials' to scan
             results: list = [None] * len(trials)
@@ -166,6 +167,8 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
                     plots.close(fig)
                 if knee_value is not None:
                     mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
+                if hasattr(module, "log_comparison"):  # a family's own comparisons (one per swept key)
+                    module.log_comparison(table, {t.name: r.history for t, r in done})
             if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
                 module.log_parent(ds, splits, trials)
             if interrupted is not None:

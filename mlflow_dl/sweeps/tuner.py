@@ -110,8 +110,6 @@ class _Bridge:
         return window_splits(self.splits, int(values["timesteps"]), self.base.data.horizon, fit.batch_size, fit.seed)
 
     def begin(self, trial) -> None:
-        from mlflow_dl.trial import dataset_input
-
         values = trial.hyperparameters.values
         searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         if self.resumed or trial.trial_id in self._begun:
@@ -123,8 +121,14 @@ class _Bridge:
         run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
                              tags=tags, parent_experiment_id=self.experiment_id)
         self.child_id, self.tracker = run.info.run_id, None
+        self.log_trial(trial.trial_id, searched)
+
+    def log_trial(self, trial_id: str, searched: dict) -> None:
+        """The child's params: the trial's values as `hp.*`, and what the search shares."""
+        from mlflow_dl.trial import dataset_input
+
         spec = self.spec_for(self.base, searched)
-        mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial.trial_id})
+        mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial_id})
         runs.log_dataset(dataset_input(self.ds))
 
     def _forget_earlier_attempt(self, trial_id: str) -> None:
@@ -263,12 +267,43 @@ def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, di
 
 
 def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
-    """results.csv, results_summary.txt, best hyper-parameters, the best model on the test split."""
+    """The search's summary (summarize_search), then the best model on the test split."""
     from mlflow_dl.trial import test_metrics, test_outputs, test_plot
 
+    table, best_run_id, values = summarize_search(tuner, parent_id, experiment_id)
+    if best_run_id is None:
+        return table, None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
+                                                   dst_path=tmp)
+        model = keras.saving.load_model(path, safe_mode=True)
+    splits = bridge.trial_splits(values)
+    raw, loss = test_outputs(model, splits)
+    mlflow.log_metrics(test_metrics(splits, raw, loss))
+    artifact, fig = test_plot(splits, raw)
+    mlflow.log_figure(fig, artifact)
+    plots.close(fig)
+    return table, best_run_id
+
+
+def _best_child(tuner, finished: pd.DataFrame) -> pd.Series | None:
+    """keras-tuner's best trial (its objective, its direction) among the finished children; the lowest
+    model_val_loss (compare.best_row) when keras-tuner names none of them."""
+    try:
+        best_trials = tuner.oracle.get_best_trials(1)
+    except Exception:  # noqa: BLE001 - an oracle without scores: fall back to val_loss
+        best_trials = []
+    ids = {t.trial_id for t in best_trials}
+    mine = finished[finished["trial_id"].isin(ids)]
+    return mine.iloc[0] if len(mine) else compare.best_row(finished)
+
+
+def summarize_search(tuner, parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, str | None, dict]:
+    """On the active parent run: results.csv, results_summary.txt, counts, `best_run_id`,
+    best_hyperparameters.json and the comparison figures. Returns the table, the best child's
+    run id and its hyper-parameters."""
     table, histories = children_table(parent_id, experiment_id)
     finished = table[table["status"] == "FINISHED"] if len(table) else table
-    best_run_id = None
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(os.path.join(tmp, "results.csv"), index=False)
         text = io.StringIO()
@@ -280,30 +315,22 @@ def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tu
     mlflow.log_metrics({"n_trials": len(table), "n_finished": len(finished),
                         "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
     if not len(finished):
-        return table, None
-    best = compare.best_row(finished)
+        return table, None, {}
+    best = _best_child(tuner, finished)
     if best is None:
-        return table, None
+        return table, None, {}
     best_run_id = best["run_id"]
     mlflow.set_tag("best_run_id", best_run_id)
     trial = tuner.oracle.trials.get(best["trial_id"])
     values = trial.hyperparameters.values if trial is not None else {}
     mlflow.log_dict({k: v for k, v in values.items() if not k.startswith("tuner/")}, "best_hyperparameters.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
-                                                   dst_path=tmp)
-        model = keras.saving.load_model(path, safe_mode=True)
-    splits = bridge.trial_splits(values)
-    raw, loss = test_outputs(model, splits)
-    mlflow.log_metrics(test_metrics(splits, raw, loss))
-    artifact, fig = test_plot(splits, raw)
-    mlflow.log_figure(fig, artifact)
-    plots.close(fig)
+    hp_columns = [h.name for h in tuner.oracle.hyperparameters.space if h.name in table.columns]
     figures, _ = compare.comparison_figures(table, histories, AXIS)
+    figures.update(compare.value_figures(table, hp_columns))
     for artifact, fig in figures.items():
         mlflow.log_figure(fig, artifact)
         plots.close(fig)
-    return table, best_run_id
+    return table, best_run_id, values
 
 
 # -- the search ---------------------------------------------------------------------

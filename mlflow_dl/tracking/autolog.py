@@ -25,6 +25,7 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
     global _original_fit
     if _original_fit is None:
         _original_fit = keras.Model.fit
+    _keras_tuner_searches(disable, callback_kwargs)
     if disable:
         keras.Model.fit = _original_fit
         return
@@ -48,3 +49,17 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
             tracker.release()
 
     keras.Model.fit = fit
+
+
+def _keras_tuner_searches(disable: bool, callback_kwargs: dict) -> None:
+    """keras-tuner's `search()` as a parent run with a child per trial (sweeps/user_search), when installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("keras_tuner") is None:
+        return
+    from mlflow_dl.sweeps import user_search  # a higher layer, loaded only here: autolog is the user's entry
+
+    if disable:
+        user_search.unpatch()
+    else:
+        user_search.patch(callback_kwargs)

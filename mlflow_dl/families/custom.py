@@ -1,0 +1,176 @@
+"""Your own model: a function of keyword values returning a compiled keras.Model, over a crossed grid.
+
+The function is named `package.module:function` (importable from the working
+directory) or `path/to/file.py:function`, so worker processes and Ray tasks import
+it by name. Each grid point is a child run of the sweep, fitted by `trial.run_trial`
+on the scaled splits of the data, like every family's trials: the served model takes
+raw rows because it carries the scaler.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import itertools
+import os
+import sys
+from dataclasses import replace
+from functools import partial
+
+from mlflow_dl.config import TrialSpec
+from mlflow_dl.errors import ConfigError
+from mlflow_dl.sweeps.trials import Axis, Trial
+
+QUESTION = "Which values of your own model's arguments are best?"
+AXIS = Axis(key=None, label="trial")
+EXPECTED_REF = "package.module:function (importable from the working directory) or path/to/file.py:function"
+
+
+def resolve(ref):
+    """The function `ref` names (or `ref` itself when it is one); a one-line ConfigError otherwise."""
+    if callable(ref):
+        return ref
+    text = str(ref or "")
+    module_name, _, name = text.rpartition(":")
+    if not module_name or not name:
+        raise ConfigError(f"model={text!r} is invalid; expected {EXPECTED_REF}")
+    try:
+        if module_name.endswith(".py"):
+            module = _from_file(module_name)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+        fn = getattr(module, name)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises, said in one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"model={text!r} does not import ({type(exc).__name__}: {reason}); "
+                          f"expected {EXPECTED_REF}") from None
+    if not callable(fn):
+        raise ConfigError(f"model={text!r} is a {type(fn).__name__}, not a function; expected {EXPECTED_REF}")
+    return fn
+
+
+def _from_file(path: str):
+    path = os.path.abspath(path)
+    name = f"mlflow_dl_user_{os.path.splitext(os.path.basename(path))[0]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _cast(text: str):
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_grid(grid) -> dict[str, list]:
+    """A dict of lists (a scalar is a list of one), or the text `key=v1,v2;key2=v3`."""
+    if isinstance(grid, str):
+        out = {}
+        for part in filter(None, (p.strip() for p in grid.split(";"))):
+            key, sep, values = part.partition("=")
+            if not sep or not key.strip() or not values.strip():
+                raise ConfigError(f"grid={grid!r} is invalid at {part!r}; expected key=v1,v2;key2=v3 "
+                                  "(e.g. dropout=0,0.2;l2=0.001,0.01)")
+            out[key.strip()] = [_cast(v) for v in values.split(",")]
+        grid = out
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(f"grid={grid!r} is empty or not a mapping; expected a dict of lists such as "
+                          "{'dropout': [0, 0.2]} or the text dropout=0,0.2;l2=0.001,0.01")
+    return {str(k): list(v) if isinstance(v, (list, tuple, range)) else [v] for k, v in grid.items()}
+
+
+def points(grid: dict[str, list]) -> list[dict]:
+    """Every combination of the grid's values (the grid crossed)."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def check(fn, ref, grid: dict[str, list]) -> None:
+    """The grid's keys are arguments of `fn`, and its first point builds a compiled keras.Model."""
+    label = ref if isinstance(ref, str) else getattr(fn, "__qualname__", repr(fn))
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in grid if k not in accepted]
+        if unknown:
+            raise ConfigError(f"grid key(s) {', '.join(unknown)} are not arguments of model={label!r}; "
+                              f"it accepts: {', '.join(accepted) or 'none'}")
+    if any(not values for values in grid.values()):
+        raise ConfigError(f"grid={grid!r} has a key without values; expected one or more values per key")
+    first = points(grid)[0]
+    model = _build(fn, label, first)
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"model={label!r} returned {type(model).__name__} for {first}; "
+                          "expected a compiled keras.Model")
+    if not getattr(model, "compiled", getattr(model, "optimizer", None) is not None):
+        raise ConfigError(f"model={label!r} returned a keras.Model that is not compiled for {first}; "
+                          "expected the function to call model.compile(...)")
+
+
+def _build(fn, label, values: dict):
+    try:
+        return fn(**values)
+    except Exception as exc:  # noqa: BLE001 - the user's function: one line, before any run
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model={label!r} fails for {values} ({type(exc).__name__}: {reason}); "
+                          "expected a function of the grid's keys returning a compiled keras.Model") from None
+
+
+def build_user_model(ref, values: dict, spec: TrialSpec, splits):
+    """Trial.build_model: the user's function at this grid point (imported by name in a worker)."""
+    return resolve(ref)(**values)
+
+
+def _name(values: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def trials(base: TrialSpec, build=None, grid=None) -> list[Trial]:
+    """A trial per grid point; the function (`build`), its arguments and one build are checked first."""
+    if build is None:
+        raise ConfigError(f"model is missing; expected {EXPECTED_REF}")
+    grid = parse_grid(grid)  # before the import: the user's module loads Keras
+    fn = resolve(build)
+    check(fn, build, grid)
+    spec = replace(base, model=None)  # the user's function is the model: no MLP settings to log
+    return [Trial(name=_name(values), spec=spec, values=values, build_model=partial(build_user_model, build, values))
+            for values in points(grid)]
+
+
+def parent_params(base: TrialSpec) -> dict[str, str]:
+    """The parent's params: data and fit (the model is the user's function, logged as sweep.build)."""
+    return replace(base, model=None).params()
+
+
+def log_comparison(table, histories) -> None:
+    """Validation loss against each numeric grid key, on the parent."""
+    import mlflow
+
+    from mlflow_dl.sweeps.compare import value_figures
+    from mlflow_dl.tracking import plots
+
+    keys = [k for k in table.columns if k not in ("trial", "status", "error", "run_id")
+            and not k.startswith(("best_", "test_", "train_")) and k not in ("total_params", "fit_seconds")]
+    for artifact, fig in value_figures(table[table["status"] == "FINISHED"], keys).items():
+        mlflow.log_figure(fig, artifact)
+        plots.close(fig)
