@@ -143,3 +143,34 @@ def test_main_then_promote_without_filters_lists_the_keys(tracking_store):
     for name in ("breast_cancer", "diabetes", "digits", "sunspots"):
         assert f"({name}: " in errors[0], errors[0]
     assert not client.search_registered_models("name = 'any'")
+
+
+def _user_fit(x, y, experiment):
+    """A user's own model.fit under autolog (the lecture's cell, small)."""
+    import mlflow_dl
+
+    mlflow.set_experiment(experiment)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    mlflow_dl.autolog()
+    try:
+        model.fit(x, y, validation_split=0.25, epochs=2, verbose=0)
+    finally:
+        mlflow_dl.autolog(disable=True)
+    return mlflow.last_active_run().info.run_id
+
+
+def test_autolog_runs_are_keyed_by_their_data_and_never_compared_across_it(tracking_store):
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(40, 3)).astype("float32"), rng.normal(size=(40, 3)).astype("float32")
+    first, again = _user_fit(x1, x1.sum(axis=1), "own"), _user_fit(x1, x1.sum(axis=1), "own")
+    other = _user_fit(x2, 100 * x2[:, 0], "own")  # other rows, another scale: its loss means something else
+    assert key_of(first) == key_of(again) != key_of(other)
+    proc, errors = promote_cli("--experiment", "own", "--model-name", "own")
+    assert proc.returncode == 2 and len(errors) == 1 and "2 comparability keys" in errors[0], proc.stderr
+    proc, _ = promote_cli("--experiment", "own", "--model-name", "own", "--key", key_of(first))
+    assert proc.returncode == 0, proc.stderr
+    champion = mlflow.MlflowClient().get_model_version_by_alias("own", "champion").run_id
+    assert champion in (first, again)
