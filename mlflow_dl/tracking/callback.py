@@ -201,8 +201,8 @@ class MlflowCallback(keras.callbacks.Callback):
         """runs.start_run's arguments for a nested run when this is a further fit in the active run
         (`fit 2`, ...); {} otherwise. Only for a user's fits: a family's run has one fit, and
         `mlflow-dl resume` fits its run again on purpose."""
-        if active is None or not self.log_fit_params:
-            return {}
+        if active is None or not self.log_fit_params or (self.backup_dir and os.path.isdir(self.backup_dir)):
+            return {}  # no fit of the user's own, or a killed fit resumed (BackupAndRestore): the same run
         count = fit_params.count_fit(active.info.run_id)
         if count == 1:
             return {}
@@ -221,7 +221,7 @@ class MlflowCallback(keras.callbacks.Callback):
             print(f"mlflow-dl: fit params not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
         tags = {fit_datasets.DIGEST_TAG: self.data_digests.get("training"),
                 fit_datasets.VALIDATION_DIGEST_TAG: self.data_digests.get("validation")}
-        if self.log_datasets and tags[fit_datasets.DIGEST_TAG]:  # a user's fit: its key comes from its data
+        if self.log_datasets and tags[fit_datasets.DIGEST_TAG] and not self._keyed():  # key from the data
             tags.update(comparability.fit_tags(self.model, "fit", list(self.data_digests.values()),
                                                _validation_rule(arguments)))
         if any(tags.values()):
@@ -229,6 +229,12 @@ class MlflowCallback(keras.callbacks.Callback):
         if self.log_datasets and self.data_digests and not self.offline:
             source = {k: v for k, v in active.data.tags.items() if k in SOURCE_TAGS}
             self._datasets = _in_background(self._log_datasets, arguments, source)
+
+    def _keyed(self) -> bool:
+        """Whether the run already carries a comparability key (its owner's word wins over the data's)."""
+        if self.offline:
+            return False
+        return comparability.KEY_TAG in self._client.get_run(self.run_id).data.tags
 
     def _log_datasets(self, arguments: dict, source: dict) -> None:
         """Training and validation data as the run's dataset inputs; a failure is one line, never the fit's."""

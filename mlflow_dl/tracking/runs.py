@@ -183,8 +183,13 @@ def reachable(uri: str, timeout: float = 2.0) -> bool:
     import urllib.error
     import urllib.request
 
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)  # urllib cannot open a URL with user:password in it; /health needs no login
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(f"{urlunsplit(parts._replace(netloc=host)).rstrip('/')}/health",
+                                    timeout=timeout):
             return True
     except urllib.error.HTTPError as exc:  # it answered: 401 from a proxy guarding /health; 502-504 from a proxy
         return exc.code < 500  # whose server is away
