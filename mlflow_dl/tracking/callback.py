@@ -231,8 +231,9 @@ class MlflowCallback(keras.callbacks.Callback):
             self._datasets = _in_background(self._log_datasets, arguments, source)
 
     def _keyed(self) -> bool:
-        """Whether the run already carries a comparability key (its owner's word wins over the data's)."""
-        if self.offline:
+        """Whether the run already carries a comparability key (its owner's word wins over the data's);
+        a run this callback just started carries none, so only someone else's run is asked."""
+        if self.offline or self._owns_run:
             return False
         return comparability.KEY_TAG in self._client.get_run(self.run_id).data.tags
 
@@ -511,12 +512,11 @@ class MlflowCallback(keras.callbacks.Callback):
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
             if files is not None:
                 jobs.append(side.submit(self._client.log_artifact, self.run_id, files[0], "checkpoints"))
-                if self._stage_pending and files[1] and (skipped := self._stage()):
-                    jobs.append(side.submit(self._client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
-                if self._staged is not None and files[1]:
-                    self._log_pyfunc(files[1])
-                elif self._staged is not None:
-                    jobs.append(side.submit(model_logging.discard, self._staged.result()))
+            model_file = files[1] if files is not None else None  # None: no finite weights to serve
+            if model_file and self._stage_pending and (skipped := self._stage()):
+                jobs.append(side.submit(self._client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
+            if self._staged is not None and model_file:
+                self._log_pyfunc(model_file)
             elif self._staged is not None:
                 jobs.append(side.submit(model_logging.discard, self._staged.result()))
             for job in jobs:

@@ -145,15 +145,21 @@ def log_dataset(dataset, context: str = "training", attempts: int = 3, run_id: s
             time.sleep(0.1 * attempt)
 
 
-def redact(uri: str) -> str:
-    """A tracking URI without the password it may carry (http://user:secret@host -> http://user@host)."""
+def _with_login(uri: str, login: str) -> str:
+    """`uri` with `login` ("user@" or "") in place of the user:password it carries."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{login}{host}"))
+
+
+def redact(uri: str) -> str:
+    """A tracking URI without the password it may carry (http://user:secret@host -> http://user@host)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    return uri if parts.password is None else _with_login(uri, f"{parts.username}@")
 
 
 def artifact_path(path: str | None) -> str | None:
@@ -183,13 +189,9 @@ def reachable(uri: str, timeout: float = 2.0) -> bool:
     import urllib.error
     import urllib.request
 
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)  # urllib cannot open a URL with user:password in it; /health needs no login
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    # urllib cannot open a URL with user:password in it; /health needs no login
     try:
-        with urllib.request.urlopen(f"{urlunsplit(parts._replace(netloc=host)).rstrip('/')}/health",
-                                    timeout=timeout):
+        with urllib.request.urlopen(f"{_with_login(uri, '').rstrip('/')}/health", timeout=timeout):
             return True
     except urllib.error.HTTPError as exc:  # it answered: 401 from a proxy guarding /health; 502-504 from a proxy
         return exc.code < 500  # whose server is away
