@@ -103,15 +103,19 @@ class MlflowCallback(keras.callbacks.Callback):
     where the caller logs its own (the families' runs).
     """
 
-    def __init__(self, monitor: str = "val_loss", restore_best_weights: bool = True, log_model: bool = True,
+    def __init__(self, monitor: str | None = None, restore_best_weights: bool = True, log_model: bool = True,
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
                  family: str = "autolog", backup_dir: str | None = None, mode: str = "auto",
                  log_fit_params: bool = True, log_datasets: bool = True):
         """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
-        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again."""
+        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again.
+
+        `monitor` None: val_loss, unless the fit has an EarlyStopping that restores its best weights;
+        then its best epoch is the fit's (its monitor, mode, min_delta, baseline), as Keras restores it."""
         super().__init__()
         self.backup_dir = backup_dir
-        self.monitor = monitor
+        self.given = (monitor, mode, restore_best_weights)  # what fit may override with a user's EarlyStopping
+        self.monitor = monitor or "val_loss"
         self.mode = best_rule.check_mode(mode)
         self.restore_best_weights = restore_best_weights
         self.log_model = log_model
@@ -152,8 +156,13 @@ class MlflowCallback(keras.callbacks.Callback):
         self._logger = BackgroundLogger(self._client, run_id, spool.Journal(uri, run_id), create)
         self.offline = run_id is None
         self.run_id = run_id or self._logger.journal.key
+        arguments = None
+        if self.log_fit_params or self.log_datasets or self.given[0] is None:
+            arguments = self.fit_arguments or fit_params.arguments_in_fit(self.model)
+            self.fit_arguments = None  # the data it holds is not kept past this fit
+        self._early_stopping = self._follow_early_stopping(arguments)
         if self.log_fit_params or self.log_datasets:
-            self._log_fit(active)
+            self._log_fit(active, arguments)
         self._logged_through = -1
         self._earlier: dict[int, dict[str, float]] = {}  # a resumed run's epochs from before the kill
         if self.backup_dir:
@@ -209,10 +218,22 @@ class MlflowCallback(keras.callbacks.Callback):
         return {"run_name": f"fit {count}", "parent_run_id": active.info.run_id,
                 "parent_experiment_id": active.info.experiment_id}
 
-    def _log_fit(self, active) -> None:
+    def _follow_early_stopping(self, arguments: dict | None):
+        """The fit's EarlyStopping that restores its best weights, whose monitor and mode this fit then
+        takes (when none was given): Keras hands the model that epoch's weights at the end of fit, so
+        that epoch is the best one and the one logged. None otherwise."""
+        monitor, mode, restore = self.given
+        self.monitor, self.mode, self.restore_best_weights = monitor or "val_loss", best_rule.check_mode(mode), restore
+        if monitor is not None:
+            return None
+        for callback in fit_params.fit_callbacks(arguments):
+            if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
+                self.monitor, self.mode, self.restore_best_weights = callback.monitor, callback.mode, True
+                return callback
+        return None
+
+    def _log_fit(self, active, arguments: dict | None) -> None:
         """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
-        arguments = self.fit_arguments or fit_params.arguments_in_fit(self.model)
-        self.fit_arguments = None  # the data it holds is not kept past this fit
         try:
             if self.log_fit_params:
                 self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}))
@@ -329,7 +350,13 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _settle(self) -> None:
         """At the end of fit: the loss fallback when the monitor never showed, and whether the
-        weights the model will be logged with are finite (a run without is no candidate)."""
+        weights the model will be logged with are finite (a run without is no candidate). A user's
+        restoring EarlyStopping decides the best epoch (its min_delta, baseline, start_from_epoch)."""
+        stopping = self._early_stopping
+        if stopping is not None and stopping.best_weights is not None and stopping.best_epoch in self.epochs:
+            self.best_epoch, self.best_weights = stopping.best_epoch, stopping.best_weights
+            self.best = self.epochs[stopping.best_epoch].get(self.monitor, math.nan)
+            self._monitor = self.monitor
         if self.best_epoch is None and self._fallback is not None:
             self.best, self.best_epoch, self.best_weights = self._fallback
             self._monitor, self._way = "loss", "min"

@@ -145,12 +145,17 @@ def compile_params(model) -> dict[str, str]:
     return out
 
 
+def fit_callbacks(arguments: dict | None) -> list:
+    """The callbacks fit was given, from its arguments (a keras CallbackList, or the user's list)."""
+    callbacks = (arguments or {}).get("callbacks")
+    return list(getattr(callbacks, "callbacks", callbacks) or [])
+
+
 def callback_params(callbacks) -> dict[str, str]:
     """`callbacks` (their classes, in order) and the training knobs of EarlyStopping, ModelCheckpoint
     and ReduceLROnPlateau: `early_stopping.patience`, ...; a second one of a kind: `early_stopping_2.*`."""
     from mlflow_dl.tracking.callback import MlflowCallback
 
-    callbacks = getattr(callbacks, "callbacks", callbacks) or []  # a keras CallbackList, or the user's list
     mine = [c for c in callbacks if not isinstance(c, MlflowCallback) and type(c).__name__ not in _KERAS_OWN_CALLBACKS]
     out = {"callbacks": ",".join(type(c).__name__ for c in mine) or "none"}
     seen: dict[str, int] = {}
@@ -277,7 +282,7 @@ def fit_params(model, arguments: dict | None, keras_params: dict) -> dict[str, s
     arguments_in_fit), or None when unknown; `keras_params`: the callback's `self.params`."""
     out = {**argument_params(arguments, keras_params), **compile_params(model)}
     if arguments is not None:
-        out.update(callback_params(arguments.get("callbacks")))
+        out.update(callback_params(fit_callbacks(arguments)))
     layers = leaf_layers(model)  # known before the model is built (a Sequential without an Input)
     out.update(layer_params(layers))
     out.update(summary_params(model, layers))
