@@ -63,7 +63,7 @@ def _performance_sweeps(epochs: int, experiment: str | None, echo) -> dict:
                        fit=FitSpec(epochs=epochs, patience=5), experiment=experiment, progress=False, **grid)
         best = result.best
         echo(f"sweep {family}: parent run {result.parent_run_id}, {len(result.table)} trials, best "
-             + (f"{best['trial']} best_val_loss={best['best_val_loss']:.4g}" if best is not None else "none finished"))
+             + (f"{best['trial']} model_val_loss={best['model_val_loss']:.4g}" if best is not None else "none finished"))
         done[f"sweep {family}"] = result.parent_run_id
     return done
 
@@ -86,7 +86,7 @@ def _multi_input_and_pca(epochs: int, experiment: str | None, echo) -> dict:
                        progress=False, **grid)
         best = result.best
         echo(f"{title}: parent run {result.parent_run_id}, best {best['trial']} "
-             f"best_val_loss={best['best_val_loss']:.4g}" if best is not None else f"{title}: no trial finished")
+             f"model_val_loss={best['model_val_loss']:.4g}" if best is not None else f"{title}: no trial finished")
         done[title] = result.parent_run_id
     return done
 
@@ -101,8 +101,8 @@ def _tune(epochs: int, experiment: str | None, echo) -> dict:
     with tempfile.TemporaryDirectory() as state:  # keras-tuner's own files; the runs hold the results
         result = tune(DataSpec("breast_cancer"), tuner="random", max_trials=3, epochs=min(epochs, 10),
                       experiment=experiment, directory=state, echo=lambda _: None)
-    best = result.table.set_index("run_id")["best_val_loss"].get(result.best_run_id, float("nan"))
-    echo(f"{title}: parent run {result.parent_run_id}, best run {result.best_run_id} best_val_loss={best:.4g}")
+    best = result.table.set_index("run_id")["model_val_loss"].get(result.best_run_id, float("nan"))
+    echo(f"{title}: parent run {result.parent_run_id}, best run {result.best_run_id} model_val_loss={best:.4g}")
     return {title: result.parent_run_id}
 
 
