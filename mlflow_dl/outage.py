@@ -33,7 +33,7 @@ class ServerUnreachable(MlflowDLError):
 def _down(uri: str) -> bool:
     from mlflow_dl.tracking.runs import reachable
 
-    return uri.startswith(("http://", "https://")) and not reachable(uri, timeout=PROBE_TIMEOUT)
+    return not reachable(uri, timeout=PROBE_TIMEOUT)  # (a local store always answers)
 
 
 def tracking_uri() -> str:
@@ -56,11 +56,11 @@ def needs_server(command: str, what: str):
             from mlflow_dl.tracking.runs import redact
 
             registry = os.environ.get("MLFLOW_REGISTRY_URI", "") if command == "serve" else ""
-            for uri in filter(None, (registry or tracking_uri(),)):
-                if _down(uri):
-                    raise ServerUnreachable(
-                        f"the tracking server at {redact(uri)} does not answer; `mlflow-dl {command}` needs it to "
-                        f"{what}; start it (or point MLFLOW_TRACKING_URI at one that answers) and run the command again")
+            uri = registry or tracking_uri()
+            if _down(uri):
+                raise ServerUnreachable(
+                    f"the tracking server at {redact(uri)} does not answer; `mlflow-dl {command}` needs it to "
+                    f"{what}; start it (or point MLFLOW_TRACKING_URI at one that answers) and run the command again")
             return fn(*args, **kwargs)
 
         return wrapper
