@@ -184,11 +184,10 @@ def tracked_search(tuner, search, args, kwargs, callback_kwargs: dict):
 
 def _tracks(tuner) -> bool:
     """A user's Keras tuner, in one process: not `mlflow-dl tune`'s own (it tracks itself), nor a
-    keras-tuner distributed chief/worker (their trials are in other processes: `mlflow-dl tune`)."""
-    from keras_tuner.src.distribute import utils as dist_utils
-
+    keras-tuner distributed chief/worker (their trials are in other processes: `mlflow-dl tune`), which
+    keras-tuner's documented KERASTUNER_ORACLE_IP variable announces."""
     return (isinstance(tuner, kt.Tuner) and not isinstance(tuner, bridge_module._TrialRuns)
-            and not dist_utils.has_chief_oracle())
+            and "KERASTUNER_ORACLE_IP" not in os.environ)
 
 
 def patch(callback_kwargs: dict) -> None:
