@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import Param, RunTag
 
 from mlflow_dl import heap, tf_runtime
 from mlflow_dl.config import TrialSpec
@@ -178,10 +179,12 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
     try:
         with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
             run_id = run.info.run_id
-            mlflow.log_params({**spec.params(), **(extra_params or {})})
-            runs.log_dataset(dataset_input(ds))
             model = build_model(spec, splits)
-            mlflow.set_tags(comparability_tags(ds, splits, spec, model))
+            params = {**spec.params(), **(extra_params or {})}
+            mlflow.MlflowClient().log_batch(  # the spec and the comparability key in one call
+                run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
+            runs.log_dataset(dataset_input(ds))
             started = time.perf_counter()
             tracker = fit_tracked(model, splits, spec)
             fit_seconds = time.perf_counter() - started
@@ -189,10 +192,11 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 raise TrainingError(f"{tracker.divergence()}; "
                                     f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
             raw, test_loss = test_outputs(model, splits)
-            metrics = {**tracker.summary(), **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
+            summary = tracker.summary()  # logged by the callback already
+            metrics = {**summary, **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
                        "total_params": float(model.count_params())}
             metrics.update(after_fit(model, splits) if after_fit is not None else {})
-            after = {k: v for k, v in metrics.items() if k not in tracker.summary()}
+            after = {k: v for k, v in metrics.items() if k not in summary}
             path, fig = test_plot(splits, raw)
             try:
                 mlflow.log_metrics(after)
