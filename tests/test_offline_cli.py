@@ -307,3 +307,32 @@ def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
         if proc.poll() is None:
             proc.kill()
         server.stop()
+
+
+FAILING_OVER_WORKER = """
+import sys, time
+import mlflow
+from mlflow_dl.tracking import failover, runs
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all workers find the server gone at once
+assert failover.fail_over()
+with runs.tracked_run("dropout", run_name=sys.argv[2]):
+    mlflow.log_metric("loss", 1.0)
+"""
+
+
+def test_worker_processes_failing_over_at_once_share_one_store(tmp_path):
+    from mlflow_dl.tracking.failover import FAILOVER_ENV
+
+    folder = tmp_path / ".mlflow-dl" / "journal" / "offline-workers"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", FAILOVER_ENV: str(folder)}
+    start = str(time.time() + 15)  # after every worker's imports
+    workers = [subprocess.Popen([sys.executable, "-c", FAILING_OVER_WORKER, start, f"trial-{i}"], env=env,
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(4)]
+    errors = [w.communicate(timeout=180)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, "\n".join(e[-1500:] for e in errors)
+    assert not any("Creating initial MLflow database tables" in e for e in errors)
+    local = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    logged = local.search_runs([e.experiment_id for e in local.search_experiments()])
+    assert sorted(r.info.run_name for r in logged) == [f"trial-{i}" for i in range(4)]
+    assert {r.info.status for r in logged} == {"FINISHED"} and all(r.data.metrics["loss"] == 1.0 for r in logged)

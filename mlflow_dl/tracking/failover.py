@@ -55,8 +55,17 @@ def fail_over() -> bool:
 
     from mlflow_dl.tracking import offline_store
 
+    import fcntl
+
     folder = os.environ[FAILOVER_ENV]
-    store = offline_store.open_store(mlflow.get_tracking_uri(), os.path.dirname(folder), folder=folder)
+    os.makedirs(folder, exist_ok=True)
+    # the command's workers may all find the server gone at once: one at a time, the first
+    # creates the store and MLflow's tables (two processes creating them both fail)
+    with open(os.path.join(folder, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store = offline_store.open_store(mlflow.get_tracking_uri(), os.path.dirname(folder), folder=folder)
+        offline_store.quiet_table_creation()
+        mlflow.MlflowClient(store.tracking_uri).search_experiments(max_results=1)
     offline_store.activate(store)
     return True
 

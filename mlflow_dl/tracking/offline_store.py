@@ -73,17 +73,22 @@ def open_store(server_uri: str, journal_folder: str, folder: str | None = None) 
 
 def activate(store: OfflineStore) -> None:
     """This process (and the workers it starts) log into `store` from now on."""
-    import logging
-
     import mlflow
 
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
+    quiet_table_creation()
     # the run `mlflow run` created is on the server: the store's runs stand for it (SERVER_RUN_TAG)
     os.environ.pop("MLFLOW_RUN_ID", None)
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     os.environ[STORE_ENV] = store.folder
     os.environ["MLFLOW_TRACKING_URI"] = store.tracking_uri
     mlflow.set_tracking_uri(store.tracking_uri)
+
+
+def quiet_table_creation() -> None:
+    """No "Creating initial MLflow database tables" line when a store's first client creates them."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def active() -> OfflineStore | None:
