@@ -95,6 +95,32 @@ def test_python_sweep_of_arrays_and_of_a_dataframe(project):
     assert mlflow.get_run(other.parent_run_id).data.params["sweep.build"] == "my_models:build"
 
 
+def test_python_sweep_of_a_tf_data_dataset_reads_the_same_rows(project):
+    import tensorflow as tf
+
+    from mlflow_dl import sweep_model
+
+    frame = project
+    x, y = frame[["a", "b", "c"]].to_numpy(), frame["y"].to_numpy()
+
+    def key(result):
+        assert list(result.table["status"]) == ["FINISHED"] * len(result.table), result.table.to_string()
+        return mlflow.get_run(result.best_run_id).data.tags["mlflow_dl.comparability_key"]
+
+    def sweep(data, **kwargs):
+        return sweep_model("my_models:build", {"units": [2, 3]}, data, epochs=1, progress=False, **kwargs)
+
+    # the key hashes the rows: a Dataset, batched or not, gives the sweep the rows its arrays would
+    assert key(sweep(tf.data.Dataset.from_tensor_slices((x, y)).batch(8))) == key(sweep((x, y)))
+    columns = tf.data.Dataset.from_tensor_slices((dict(frame[["a", "b", "c"]]), frame["y"]))
+    assert key(sweep(columns)) == key(sweep(frame, target="y")) == key(sweep(columns.batch(16)))
+
+    with pytest.raises(ConfigError, match="two tf.data.Datasets is not supported"):
+        sweep((tf.data.Dataset.from_tensor_slices((x, y)),) * 2)
+    with pytest.raises(ConfigError, match=r"expected \(features, target\) elements of a table"):
+        sweep(tf.data.Dataset.from_tensor_slices(x))
+
+
 def test_cli_sweep_custom(project, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", "custom", "--model", "my_models:build", "--grid", GRID, "--data", "train.csv",

@@ -33,10 +33,15 @@ def _frame(data, target: str | None):
             raise ConfigError(f"target={target!r} is not a column of the DataFrame; expected one of: "
                               f"{', '.join(map(str, data.columns[:20]))}")
         return data, target
+    if _is_tf_data(data):
+        data = _tf_data_rows(data)
+        if isinstance(data[0], pd.DataFrame):
+            return data
     if isinstance(data, tuple) and len(data) == 2 and any(_is_tf_data(d) for d in data):
-        raise ConfigError("data=(train, val) tf.data pair is not supported by sweep_model (it splits and scales "
-                          "rows itself); expected arrays (x, y), a DataFrame with target=, or a CSV path; or run a "
-                          "keras-tuner GridSearch under mlflow_dl.autolog() on the tf.data pair")
+        raise ConfigError("data=(train, val) of two tf.data.Datasets is not supported by sweep_model (it splits and "
+                          "scales the rows itself); expected one tf.data.Dataset of (features, target), arrays (x, y), "
+                          "a DataFrame with target=, or a CSV path; or run a keras-tuner GridSearch under "
+                          "mlflow_dl.autolog() on the two Datasets")
     if isinstance(data, tuple) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if x.ndim != 2 or len(x) != len(y) or y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
@@ -45,7 +50,32 @@ def _frame(data, target: str | None):
         frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(x.shape[1])]).assign(y=y.reshape(len(y)))
         return frame, "y"
     raise ConfigError(f"data of type {type(data).__name__} is not supported; expected arrays (x, y), a DataFrame "
-                      "with target=, or a CSV path")
+                      "with target=, a tf.data.Dataset of (features, target), or a CSV path")
+
+
+def _tf_data_rows(dataset):
+    """The rows of a tf.data.Dataset of (features, target) elements, batched or not: arrays (x, y), or
+    (DataFrame, target column) when the features are a dict of columns, as `from_tensor_slices((dict(df), y))`."""
+    import numpy as np
+    import pandas as pd
+
+    spec = dataset.element_spec
+    features = spec[0] if isinstance(spec, tuple) and len(spec) == 2 else None
+    columns = isinstance(features, dict)
+    ranks = {s.shape.rank if hasattr(s, "shape") else None for s in (features.values() if columns else [features])}
+    row_rank = 0 if columns else 1  # of one row's feature(s)
+    if features is None or len(ranks) != 1 or ranks.pop() not in (row_rank, row_rank + 1):
+        raise ConfigError(f"data is a tf.data.Dataset of {spec}; expected (features, target) elements of a table: "
+                          "features of shape (features,) or a dict of columns, batched or not")
+    first = next(iter(features.values())) if columns else features
+    if first.shape.rank == row_rank + 1:  # batched
+        dataset = dataset.unbatch()
+    xs, ys = zip(*dataset.as_numpy_iterator())
+    y = np.asarray(ys).reshape(len(ys), -1)
+    if not columns:
+        return np.stack(xs), y
+    target = "y" if "y" not in features else "target"
+    return pd.DataFrame({str(k): [row[k] for row in xs] for k in features}).assign(**{target: y[:, 0]}), target
 
 
 def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 20, batch_size: int = 32,
@@ -57,7 +87,8 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
     `build` is a function or its name `package.module:function`; worker processes
     (`workers` > 1) and Ray import it by name, so a function defined in a notebook or
     `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the `target`
-    column, or a CSV path (or bundled data set name). The features reach the model
+    column, a tf.data.Dataset of (features, target) rows (read into memory once), or a
+    CSV path (or bundled data set name). The features reach the model
     scaled (`scaler`, fitted on the training rows); the served model takes raw rows.
     Returns the runner's SweepResult (parent run, results table, best run).
     """
