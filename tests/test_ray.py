@@ -88,3 +88,28 @@ def test_ray_executor_refuses_a_local_store_before_any_run(tmp_path):
                          timeout=120)
     assert out.returncode == 2 and "tracking_uri=" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() or not mlflow.MlflowClient().search_runs(["0"])
+
+
+@pytest.mark.slow
+def test_ray_sweep_of_your_own_model_imports_it_by_name(tmp_path, ray_cluster):
+    from test_custom_sweep import MODELS
+
+    (tmp_path / "my_models.py").write_text(MODELS)
+    rows = pd.DataFrame({"a": range(30), "b": [i % 7 for i in range(30)], "c": [i % 3 for i in range(30)]})
+    rows.assign(y=rows.a * 0.1 - rows.b).to_csv(tmp_path / "train.csv", index=False)
+    server = Server(tmp_path).start()
+    try:
+        out = subprocess.run(mlflow_dl_cli() + ["sweep", "custom", "--model", "my_models:build", "--grid",
+                                                "units=2,3", "--data", "train.csv", "--target", "y", "--epochs", "2",
+                                                "--executor", "ray", "--ray-address", ray_cluster],
+                             cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": server.url},
+                             capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.MlflowClient(server.url)
+        (parent,), children = _table(client, "mlflow-dl")
+        assert parent.data.params["sweep.executor"] == "ray" and parent.data.params["sweep.build"] == "my_models:build"
+        assert list(children["name"]) == ["units=2", "units=3"] and set(children["status"]) == {"FINISHED"}, \
+            children.to_string()
+        assert list(children["epochs"]) == [2, 2] and children["best_val_loss"].notna().all()
+    finally:
+        server.stop()
