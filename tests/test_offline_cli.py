@@ -336,3 +336,41 @@ def test_worker_processes_failing_over_at_once_share_one_store(tmp_path):
     logged = local.search_runs([e.experiment_id for e in local.search_experiments()])
     assert sorted(r.info.run_name for r in logged) == [f"trial-{i}" for i in range(4)]
     assert {r.info.status for r in logged} == {"FINISHED"} and all(r.data.metrics["loss"] == 1.0 for r in logged)
+
+
+@pytest.mark.slow
+def test_server_lost_during_tune_the_rest_trains_offline_then_sync(tmp_path):
+    server = Server(tmp_path).start()
+    client = mlflow.MlflowClient(server.url)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = subprocess.Popen(mlflow_dl_cli() + ["tune", "--max-trials", "3", "--epochs", "30"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        (first,) = _once_a_run_has_an_epoch(client, proc, "tags.mlflow.parentRunId != ''")
+        parent_id = first.data.tags["mlflow.parentRunId"]
+        server.stop()
+        _, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 4, stderr[-3000:]
+        assert server.url in _last_line(stderr) and "mlflow-dl sync" in _last_line(stderr), stderr[-3000:]
+
+        server.start()
+        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        runs = client.search_runs([first.info.experiment_id])
+        assert {r.info.status for r in runs} == {"FINISHED"}, [
+            (r.info.run_name, r.info.status, r.data.tags.get("mlflow_dl.error")) for r in runs]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+        assert len(runs) == 4 and len(children) == 3 and first.info.run_id in {c.info.run_id for c in children}
+        for child in children:  # every epoch each trial trained, once
+            steps = _steps(client, child.info.run_id, "val_loss")
+            assert steps and steps == list(range(len(steps))), (child.info.run_name, steps)
+        parent = client.get_run(parent_id)
+        assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
+        assert parent.data.metrics["n_finished"] == 3 and "test_loss" in parent.data.metrics
+        table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="results.csv",
+                                                                tracking_uri=server.url))
+        assert set(table["run_id"]) == {c.info.run_id for c in children}  # the online trial's row too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()

@@ -33,7 +33,7 @@ from mlflow_dl.models.mlp import build_mlp
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trials import Axis
-from mlflow_dl.tracking import plots, runs
+from mlflow_dl.tracking import failover, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
 FAMILY = "tune"
@@ -87,9 +87,16 @@ class _Bridge:
         self.spec_for = space_module.SPECS[model]
         self.child_id: str | None = None
         self.tracker: MlflowCallback | None = None
-        self.client = mlflow.MlflowClient()
         self.resumed = resumed
         self._begun: set[str] = set()  # trial ids this process began (keras-tuner may run one again)
+        self._tags: dict[str, str] = {}  # the running trial's
+        # each trial this process ended, as children_table reads it from MLflow: the summary when
+        # the server went away during the search (tracking/failover.py) and the children are in two stores
+        self.ended: dict[str, tuple[dict, list[float]]] = {}
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient()  # the current tracking URI: the offline store once failed over
 
     def build(self, hp) -> keras.Model:
         spec = self.spec_for(self.base, space_module.declare(hp, self.space))
@@ -120,7 +127,7 @@ class _Bridge:
                 **{k: str(values[k]) for k in HYPERBAND_TAGS if k in values}}
         run = runs.start_run(FAMILY, run_name=_run_name(trial.trial_id, searched), parent_run_id=self.parent_id,
                              tags=tags, parent_experiment_id=self.experiment_id)
-        self.child_id, self.tracker = run.info.run_id, None
+        self.child_id, self.tracker, self._tags = run.info.run_id, None, tags
         self.log_trial(trial.trial_id, searched)
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
@@ -162,7 +169,13 @@ class _Bridge:
 
     def abort(self, error: BaseException) -> None:
         """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""
-        if self.child_id and self.client.get_run(self.child_id).info.status == "RUNNING":
+        try:
+            running = self.child_id and self.client.get_run(self.child_id).info.status == "RUNNING"
+        except Exception as exc:  # the server is gone: the journal ends the child with `mlflow-dl sync`
+            if not runs.connection_lost(exc):
+                raise
+            running = True
+        if running:
             runs.end_run(self.child_id, error)
 
     def end(self, trial) -> None:
@@ -177,9 +190,18 @@ class _Bridge:
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
         if tracker is not None:  # what its fit queued goes first
             tracker.delivered()
-        self.client.set_tag(self.child_id, STATUS_TAG, status.lower())
-        runs.end_run(self.child_id, error)
-        best = tracker.summary().get("model_val_loss", float("nan")) if tracker else float("nan")
+        tags = {**self._tags, STATUS_TAG: status.lower()}
+        runs.end_run(self.child_id, error, tags={STATUS_TAG: status.lower()})
+        metrics = tracker.summary() if tracker else {}
+        params = {f"hp.{k}": str(v) for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        if tracker is not None and tracker.model is not None:
+            params["model.total_params"] = str(tracker.model.count_params())
+        if error is not None:
+            tags[runs.ERROR_TAG] = runs.error_text(error)
+        self.ended[trial.trial_id] = (
+            _row(self.child_id, "FINISHED" if error is None else "FAILED", metrics, params, tags),
+            list(tracker.history.get("val_loss", [])) if tracker else [])
+        best = metrics.get("model_val_loss", float("nan"))
         self.echo(f"{_run_name(trial.trial_id, trial.hyperparameters.values)}: {status.lower()}, model_val_loss={best:.4g}")
 
 
@@ -248,35 +270,55 @@ def children_table(parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, di
                                   max_results=5000)
     rows, histories = [], {}
     for r in sorted(children, key=lambda r: r.data.tags.get(TRIAL_TAG, "")):
-        m, tags = r.data.metrics, r.data.tags
-        name = f"trial {tags.get(TRIAL_TAG, '?')}"
-        rows.append({
-            "trial": name, "trial_id": tags.get(TRIAL_TAG),
-            **{k[3:]: v for k, v in sorted(r.data.params.items()) if k.startswith("hp.")},
-            **{k: tags[k] for k in HYPERBAND_TAGS if k in tags},
-            "model_val_loss": m.get("model_val_loss", float("nan")),
-            "best_val_loss": m.get("best_val_loss", float("nan")), "best_epoch": m.get("best_epoch", float("nan")),
-            "train_loss_at_best": m.get("best_epoch_loss", float("nan")),
-            "total_params": float(r.data.params.get("model.total_params", "nan")),
-            "status": r.info.status, "tuner_status": tags.get(STATUS_TAG, ""),
-            "error": tags.get(runs.ERROR_TAG, ""), "run_id": r.info.run_id,
-        })
-        histories[name] = {"val_loss": [x.value for x in sorted(client.get_metric_history(r.info.run_id, "val_loss"),
-                                                                key=lambda x: x.step)]}
+        rows.append(_row(r.info.run_id, r.info.status, r.data.metrics, r.data.params, r.data.tags))
+        histories[rows[-1]["trial"]] = {"val_loss": [
+            x.value for x in sorted(client.get_metric_history(r.info.run_id, "val_loss"), key=lambda x: x.step)]}
     return pd.DataFrame(rows), histories
+
+
+def _row(run_id: str, status: str, metrics: dict, params: dict, tags: dict) -> dict:
+    """A child's row of the search's table."""
+    return {
+        "trial": f"trial {tags.get(TRIAL_TAG, '?')}", "trial_id": tags.get(TRIAL_TAG),
+        **{k[3:]: v for k, v in sorted(params.items()) if k.startswith("hp.")},
+        **{k: tags[k] for k in HYPERBAND_TAGS if k in tags},
+        "model_val_loss": metrics.get("model_val_loss", float("nan")),
+        "best_val_loss": metrics.get("best_val_loss", float("nan")),
+        "best_epoch": metrics.get("best_epoch", float("nan")),
+        "train_loss_at_best": metrics.get("best_epoch_loss", float("nan")),
+        "total_params": float(params.get("model.total_params", "nan")),
+        "status": status, "tuner_status": tags.get(STATUS_TAG, ""),
+        "error": tags.get(runs.ERROR_TAG, ""), "run_id": run_id,
+    }
+
+
+def _ended_table(bridge: _Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """children_table of the trials this process ran, from what it kept of them (no server needed)."""
+    ended = [bridge.ended[k] for k in sorted(bridge.ended)]
+    return (pd.DataFrame([row for row, _ in ended]),
+            {row["trial"]: {"val_loss": curve} for row, curve in ended})
 
 
 def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
     """The search's summary (summarize_search), then the best model on the test split."""
     from mlflow_dl.trial import test_metrics, test_outputs, test_plot
 
-    table, best_run_id, values = summarize_search(tuner, parent_id, experiment_id)
+    offline = failover.failed_over()  # some children on the server, the rest in the offline store
+    table, best_run_id, values = summarize_search(tuner, parent_id, experiment_id,
+                                                  _ended_table(bridge) if offline else None)
     if best_run_id is None:
         return table, None
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
-                                                   dst_path=tmp)
-        model = keras.saving.load_model(path, safe_mode=True)
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=best_run_id, artifact_path="checkpoints/best.keras",
+                                                       dst_path=tmp)
+            model = keras.saving.load_model(path, safe_mode=True)
+        except Exception:
+            if not offline:
+                raise
+            # the best child is on the server, which is gone: keras-tuner's checkpoint of that trial
+            # (the same best epoch by val_loss, its objective)
+            model = tuner.get_best_models(1)[0]
     splits = bridge.trial_splits(values)
     raw, loss = test_outputs(model, splits)
     mlflow.log_metrics(test_metrics(splits, raw, loss))
@@ -298,11 +340,12 @@ def _best_child(tuner, finished: pd.DataFrame) -> pd.Series | None:
     return mine.iloc[0] if len(mine) else compare.best_row(finished)
 
 
-def summarize_search(tuner, parent_id: str, experiment_id: str) -> tuple[pd.DataFrame, str | None, dict]:
+def summarize_search(tuner, parent_id: str, experiment_id: str,
+                     children: tuple[pd.DataFrame, dict] | None = None) -> tuple[pd.DataFrame, str | None, dict]:
     """On the active parent run: results.csv, results_summary.txt, counts, `best_run_id`,
     best_hyperparameters.json and the comparison figures. Returns the table, the best child's
-    run id and its hyper-parameters."""
-    table, histories = children_table(parent_id, experiment_id)
+    run id and its hyper-parameters. `children`: the table and curves, when not read from MLflow."""
+    table, histories = children or children_table(parent_id, experiment_id)
     finished = table[table["status"] == "FINISHED"] if len(table) else table
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(os.path.join(tmp, "results.csv"), index=False)
@@ -468,6 +511,7 @@ def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int,
             raise
         if role == "worker":
             return TuneResult(run_id, search_id, role, pd.DataFrame(), None)
+        failover.follow(run_id)  # the server went away during the trials: the summary goes offline too
         table, best_run_id = _summarize(tuner, run_id, bridge.experiment_id, bridge)
     return TuneResult(run_id, search_id, role, table, best_run_id)
 

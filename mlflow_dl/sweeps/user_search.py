@@ -45,8 +45,8 @@ class _UserBridge(bridge_module._Bridge):
         self.executions, self.callback_kwargs, self.resumed = executions, callback_kwargs, resumed
         self.echo = lambda _line: None  # keras-tuner prints its own progress
         self.child_id, self.tracker = None, None
-        self.client = mlflow.MlflowClient()
         self._begun: set[str] = set()
+        self._tags, self.ended = {}, {}
         self._runs: list[MlflowCallback] = []  # this trial's executions
 
     def log_trial(self, trial_id: str, searched: dict) -> None:

@@ -206,28 +206,37 @@ def offline_run(family: str, run_name: str | None = None, experiment: str | None
             "tags": {FAMILY_TAG: family}, "run_name": run_name}
 
 
-def end_run(run_id: str, error: BaseException | None = None) -> None:
-    """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM."""
+def error_text(error: BaseException) -> str:
+    """A failed run's ERROR_TAG: the exception's type and first line."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{type(error).__name__}: {reason}"[:5000]
+
+
+def end_run(run_id: str, error: BaseException | None = None, tags: dict[str, str] | None = None) -> None:
+    """FINISHED, or FAILED with the reason in a tag, or KILLED on Ctrl-C / SIGTERM; `tags` set with it
+    (journaled with the end when the server is gone)."""
     client = mlflow.MlflowClient()
-    status, tags = RunStatus.to_string(RunStatus.FINISHED), {}
+    status, tags = RunStatus.to_string(RunStatus.FINISHED), dict(tags or {})
     if error is not None:
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        tags[ERROR_TAG] = f"{type(error).__name__}: {reason}"[:5000]
+        tags[ERROR_TAG] = error_text(error)
     end_time = int(time.time() * 1000)
     from mlflow_dl.tracking import failover
 
-    if (stand_in := failover.stand_in_of(run_id)) is not None:
+    stand_in = failover.stand_in_of(run_id)
+    if stand_in is None and failover.failed_over() and not _is_local(run_id):
+        stand_in = failover.stand_in(run_id)  # a run on the server, which is gone: sync ends it
+    if stand_in is not None:
         _end_stand_in(run_id, stand_in, status, tags)
         return
     try:
-        if tags:
-            client.set_tag(run_id, ERROR_TAG, tags[ERROR_TAG])
         active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:
             mlflow.end_run(status)  # (off MLflow's stack first, even when the server does not take it)
         else:
             client.set_terminated(run_id, status, end_time=end_time)
+        for key, value in tags.items():  # after: a server gone at the first call leaves no run on the stack
+            client.set_tag(run_id, key, value)
     except Exception as exc:
         if not connection_lost(exc):
             raise
@@ -245,8 +254,8 @@ def _end_stand_in(run_id: str, stand_in: str, status: str, tags: dict) -> None:
     """End the local stand-in of server run `run_id` (sync ends `run_id` so), then take `run_id` off
     MLflow's stack of active runs."""
     client = mlflow.MlflowClient()
-    if tags:
-        client.set_tag(stand_in, ERROR_TAG, tags[ERROR_TAG])
+    for key, value in tags.items():
+        client.set_tag(stand_in, key, value)
     active = mlflow.active_run()
     if active is not None and active.info.run_id == stand_in:
         mlflow.end_run(status)
