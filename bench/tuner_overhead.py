@@ -41,7 +41,7 @@ def bare(trials: int, epochs: int, uri: str | None = None) -> float:
     from mlflow_dl.config import DataSpec, FitSpec, TrialSpec
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
-    from mlflow_dl.families import tune as space
+    from mlflow_dl.sweeps import search_space as space
     from mlflow_dl.models.mlp import build_mlp
 
     started = time.perf_counter()

@@ -10,9 +10,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "MlflowCallback": "mlflow_dl.tracking.callback",
-    "autolog": "mlflow_dl.tracking.autolog",
+    "autolog": "mlflow_dl.autologging",
     "train": "mlflow_dl.families.train",
-    "sweep_model": "mlflow_dl.sweeps.custom",
+    "sweep_model": "mlflow_dl.families.custom",
     "TrialSpec": "mlflow_dl.config",
     "DataSpec": "mlflow_dl.config",
     "ModelSpec": "mlflow_dl.config",

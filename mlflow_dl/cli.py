@@ -298,7 +298,7 @@ def _sweep_command(family: str) -> click.Command:
         grid = {o.name: kw.pop(o.name) for o in grid_options}
         spec = build_spec(kw)
         _quiet_tensorflow()
-        from mlflow_dl.sweeps.runner import sweep as run_sweep
+        from mlflow_dl.families import sweep as run_sweep
 
         result = run_sweep(family, data=spec.data, model=spec.model, fit=spec.fit, workers=workers,
                            executor=executor, ray_address=ray_address,
@@ -397,7 +397,7 @@ sweep.add_command(rnn_vs_lstm, name="rnn_vs_lstm")
 def custom_sweep(model_ref, grid, data, target, patience, **kw):
     """Which values of your own model's arguments are best? (a parent run, a child per grid point)"""
     _quiet_tensorflow()
-    from mlflow_dl.sweeps.custom import sweep_model
+    from mlflow_dl.families.custom import sweep_model
 
     result = sweep_model(model_ref, grid, data, target or None, patience=_patience(patience), **kw)
     click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")

@@ -55,7 +55,7 @@ LESSON_SWEEPS = {
 def _performance_sweeps(epochs: int, experiment: str | None, echo) -> dict:
     """The lecture's performance-management experiments on breast_cancer, small grids."""
     from mlflow_dl.config import ModelSpec
-    from mlflow_dl.sweeps.runner import sweep
+    from mlflow_dl.families import sweep
 
     done = {}
     for family, grid in LESSON_SWEEPS.items():
@@ -71,7 +71,7 @@ def _performance_sweeps(epochs: int, experiment: str | None, echo) -> dict:
 def _multi_input_and_pca(epochs: int, experiment: str | None, echo) -> dict:
     """Two small sweeps on breast_cancer: grouped inputs against one input, PCA features against raw."""
     from mlflow_dl.config import ModelSpec
-    from mlflow_dl.sweeps.runner import sweep
+    from mlflow_dl.families import sweep
 
     grids = {
         "multi_input breast_cancer (mean / worst / error branches vs one input)":

@@ -89,7 +89,7 @@ def test_mixed_model_recurrent_branch_beside_static_dense_branch():
 @pytest.fixture(scope="module")
 def sweep_result(tmp_path_factory):
     """One tiny multi-input sweep (breast_cancer, 1 epoch) shared by the assertions below."""
-    from mlflow_dl.sweeps.runner import sweep
+    from mlflow_dl.families import sweep
 
     root = tmp_path_factory.mktemp("multi_input")
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -26,7 +26,7 @@ def splits():
 @pytest.fixture(scope="module")
 def sweep_result(tmp_path_factory):
     """One tiny PCA sweep (2 components and raw, 1 epoch) shared by the assertions below."""
-    from mlflow_dl.sweeps.runner import sweep
+    from mlflow_dl.families import sweep
 
     root = tmp_path_factory.mktemp("pca")
     uri = f"sqlite:///{root / 'mlflow.db'}"

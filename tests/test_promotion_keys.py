@@ -16,7 +16,7 @@ from mlflow_dl.data.split import split_and_scale
 from mlflow_dl.errors import PromotionError
 from mlflow_dl.families.train import train
 from mlflow_dl.registry import promote
-from mlflow_dl.sweeps.runner import sweep
+from mlflow_dl.families import sweep
 from mlflow_dl.tracking import comparability
 from mlflow_dl.tracking.callback import NONFINITE_TAG, MlflowCallback
 

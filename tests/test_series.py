@@ -71,7 +71,7 @@ def test_no_training_target_is_a_validation_or_test_row(tmp_path):
 
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_window_lengths_are_scored_on_the_same_target_rows(horizon):
-    from mlflow_dl.families.rnn_vs_lstm import window_splits
+    from mlflow_dl.models.window_splits import window_splits
 
     spec = SeriesSpec("sunspots", horizon=horizon)
     series = split_series(load_series(spec), spec, 16)
@@ -102,7 +102,7 @@ def _with_gaps(tmp_path, name, **change):
 
 
 def test_a_changed_test_value_moves_no_training_or_validation_input_target_or_fill(tmp_path):
-    from mlflow_dl.families.rnn_vs_lstm import window_splits
+    from mlflow_dl.models.window_splits import window_splits
 
     def load(path):
         spec = SeriesSpec(path, target="price", date_column="date", timesteps=5, interpolate=True)

@@ -18,7 +18,7 @@ from conftest import free_port, wait_http
 from mlflow_dl.cli import main
 from mlflow_dl.config import FitSpec, ModelSpec
 from mlflow_dl.registry import promote
-from mlflow_dl.sweeps.runner import sweep
+from mlflow_dl.families import sweep
 
 pytestmark = pytest.mark.slow
 

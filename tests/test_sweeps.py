@@ -15,7 +15,7 @@ import pytest
 from conftest import all_runs, mlflow_dl_cli
 from mlflow_dl.cli import main
 from mlflow_dl.config import FitSpec, ModelSpec
-from mlflow_dl.sweeps.runner import sweep
+from mlflow_dl.families import sweep
 
 TINY = dict(model=ModelSpec(hidden="8"), fit=FitSpec(epochs=2, patience=None))
 

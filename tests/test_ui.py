@@ -7,7 +7,7 @@ import mlflow
 import pytest
 
 from mlflow_dl.config import FitSpec, ModelSpec
-from mlflow_dl.sweeps.runner import sweep
+from mlflow_dl.families import sweep
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [

@@ -48,7 +48,7 @@ def test_autolog_leaves_the_hosts_gc_freeze_as_it_was(autologged, host_freeze):
 
 
 def test_the_python_api_leaves_the_hosts_gc_freeze_as_it_was(host_freeze):
-    from mlflow_dl.sweeps.runner import sweep
+    from mlflow_dl.families import sweep
 
     mlflow_dl.train(TrialSpec(model=ModelSpec(hidden="4"), fit=FitSpec(epochs=1, patience=None)))
     assert still_frozen(host_freeze)

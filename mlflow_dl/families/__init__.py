@@ -1,4 +1,5 @@
-"""Experiment families: each a module with QUESTION, AXIS and `trials(base, **grid)`."""
+"""Experiment families: each a module with QUESTION, AXIS and `trials(base, **grid)`, the
+protocol the sweep runner (sweeps/runner.py) takes."""
 
 from __future__ import annotations
 
@@ -15,3 +16,11 @@ def get(name: str):
     if name not in SWEEPS:
         raise ConfigError(f"family={name!r} is unknown; expected one of: {', '.join(SWEEPS)}")
     return import_module(f"mlflow_dl.families.{name}")
+
+
+def sweep(family: str, **kwargs):
+    """The sweep of the family called `family`, e.g. `sweep("dropout", rates="0,0.5")`;
+    keyword arguments as `mlflow_dl.sweeps.runner.sweep`."""
+    from mlflow_dl.sweeps.runner import sweep as run
+
+    return run(get(family), **kwargs)

@@ -13,13 +13,15 @@ by test MAE on those same test rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from mlflow_dl.config import TrialSpec, parse_grid
+from mlflow_dl.models.window_splits import WindowSplits, window_splits
 from mlflow_dl.sweeps.trials import Axis, Trial
 
 QUESTION = "Which recurrent cell and how long a window forecast the series best?"
@@ -28,25 +30,6 @@ DEFAULT_TIMESTEPS = (4, 8, 16)
 AXIS = Axis(key=None, label="cell / timesteps")
 BEATS_TAG = "beats_persistence"
 SEASONAL_AR_MAX = 60  # longer seasons (a daily series' 365) make the state space too big: SARIMAX without one
-
-
-@dataclass(frozen=True)
-class WindowSplits:
-    """What run_trial needs, for one window length: batches streamed from the scaled rows of each part."""
-
-    x_train: object  # WindowBatches: (window, target) batches, so the y_* fields are None
-    x_val: object
-    x_test: object
-    preprocessing: object
-    raw_test: pd.DataFrame  # raw test rows, what the served model takes
-    y_test_original: np.ndarray  # the targets of the test windows, original scale
-    test_dates: pd.DatetimeIndex  # the dates of those targets
-    persistence: np.ndarray  # the naive forecast of each test target
-    scored: dict  # params that say which target rows validation and test scored (rows, first and last date)
-    y_train: None = None
-    y_val: None = None
-    y_test: None = None
-    n_classes: int = 0
 
 
 def trials(base: TrialSpec, cells=None, timesteps=None) -> list[Trial]:
@@ -72,39 +55,6 @@ def load_data(spec, trials=()):
     longest = max((t.spec.data.timesteps for t in trials), default=spec.timesteps)
     ds = load_series(spec)
     return ds, split_series(ds, spec, longest)
-
-
-def window_splits(series, timesteps: int, horizon: int, batch_size: int, seed: int) -> WindowSplits:
-    """Windows of `timesteps` rows: training ones inside the training part (batches shuffled, seeded);
-    validation and test ones with a target on every row of their part, inputs from the rows before it."""
-    from mlflow_dl.data.windows import part_rows, persistence
-    from mlflow_dl.models.window_feed import WindowBatches
-
-    def feed(part, shuffle=False):
-        rows = part_rows(series, part, timesteps, horizon)
-        return WindowBatches(series.all_x[rows], series.all_y[rows], timesteps, horizon, batch_size, shuffle, seed)
-
-    return WindowSplits(
-        x_train=feed("train", shuffle=True), x_val=feed("val"), x_test=feed("test"),
-        preprocessing=replace(series.preprocessing, window=timesteps, horizon=horizon),
-        raw_test=series.raw["test"], y_test_original=series.y_original["test"],
-        test_dates=series.dates["test"], persistence=persistence(series, "test", timesteps, horizon),
-        scored=scored_rows(series),
-    )
-
-
-def scored_rows(series) -> dict[str, str]:
-    """Which target rows validation and test score: their count, first and last date (the same for every
-    window length, so a user can see that the children of a comparison were scored alike)."""
-    def when(ts):  # the day, or the time too for a series finer than daily
-        return str(ts.date()) if ts == ts.normalize() else str(ts)
-
-    out = {}
-    for part in ("val", "test"):
-        dates = series.dates[part]
-        out.update({f"{part}_rows": str(len(dates)), f"{part}_first_target": when(dates[0]),
-                    f"{part}_last_target": when(dates[-1])})
-    return out
 
 
 def build_model(spec: TrialSpec, splits: WindowSplits):
@@ -273,5 +223,5 @@ def run(data=None, model=None, fit=None, cells=None, timesteps=None, workers: in
     from mlflow_dl.models.recurrent import RecurrentSpec
     from mlflow_dl.sweeps.runner import sweep
 
-    return sweep("rnn_vs_lstm", data=data or SeriesSpec(), model=model or RecurrentSpec(), fit=fit,
+    return sweep(sys.modules[__name__], data=data or SeriesSpec(), model=model or RecurrentSpec(), fit=fit,
                  workers=workers, experiment=experiment, progress=progress, cells=cells, timesteps=timesteps)

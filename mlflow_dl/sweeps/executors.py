@@ -6,6 +6,7 @@ under the parent; results come back in the order the trials were given.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -16,7 +17,8 @@ _worker: dict = {}
 
 
 def run_one(ds, splits, trial, family: str, parent_run_id: str):
-    """One child run; a failure comes back as a FAILED result, Ctrl-C propagates."""
+    """One child run; a failure comes back as a FAILED result, Ctrl-C propagates. `family`: the
+    family's module name (its last part tags the run)."""
     from mlflow_dl.data.split import subsample_train
     from mlflow_dl.trial import run_trial
 
@@ -25,7 +27,7 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
         splits = trial.prepare(splits)
     builder = {"build_model": trial.build_model} if trial.build_model is not None else {}
     builder.update(after_fit=trial.after_fit)
-    return run_trial(ds, splits, trial.spec, family=family, run_name=trial.name, parent_run_id=parent_run_id,
+    return run_trial(ds, splits, trial.spec, family=family.rpartition(".")[2], run_name=trial.name, parent_run_id=parent_run_id,
                      extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction),
                                    **{f"trial.{k}": str(v) for k, v in trial.values.items()}},
                      raise_errors=False, **builder)
@@ -59,11 +61,10 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
 
     _share_cores(threads)
     mlflow.set_tracking_uri(tracking_uri)
-    from mlflow_dl import families
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
-    module = families.get(family)
+    module = importlib.import_module(family)  # the family's module, by the name runner.sweep gave
     if hasattr(module, "load_data"):  # the family's own data (time series), as in runner.sweep
         _worker["data"] = module.load_data(data_spec, ())
     else:

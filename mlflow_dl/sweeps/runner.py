@@ -68,21 +68,26 @@ def _warn_sqlite_workers(workers: int) -> None:
               "for parallel sweeps use a tracking server backed by PostgreSQL", file=sys.stderr)
 
 
-def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
+def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
           workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
           executor: str | None = None, ray_address: str = "auto", **grid) -> SweepResult:
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
+
+    `family` is a module that holds QUESTION, AXIS and `trials(base, **grid)`, and may hold
+    load_data, bind, parent_params, rank_table, log_comparison and log_parent: the lecture's
+    are `mlflow_dl.families.get(name)`, run by name with `mlflow_dl.families.sweep`. Worker
+    processes and Ray tasks import it by its module name.
 
     The data set is loaded, split and scaled once. Bad grids fail before any run
     starts. `executor`: inline (workers=1), processes (workers>1: this process and workers-1 local ones) or ray (tasks on the
     cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
     running child and the parent KILLED, with the table of what finished logged.
     """
-    from mlflow_dl import families, heap
+    from mlflow_dl import heap
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
-    module = families.get(family)
+    module, family = family, family.__name__.rpartition(".")[2]
     if workers < 1:
         raise ConfigError(f"workers={workers!r} is invalid; expected an integer >= 1")
     executor = executor or ("inline" if workers == 1 else "processes")
@@ -112,7 +117,7 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
     if executor == "ray":
         executors.connect_ray(ray_address)
     elif executor == "processes":
-        pool = executors.start_workers(base.data, family, workers)
+        pool = executors.start_workers(base.data, module.__name__, workers)
     if executor != "ray":  # this process runs trials too: tensorflow before the parent run, not the sweep's own time
         importlib.import_module("mlflow_dl.trial")
     try:
@@ -135,11 +140,11 @@ def sweep(family: str, data: DataSpec | None = None, model: ModelSpec | None = N
             interrupted = None
             try:
                 if executor == "ray":
-                    executors.ray(trials, base.data, family, parent_id, on_result)
+                    executors.ray(trials, base.data, module.__name__, parent_id, on_result)
                 elif executor == "inline":
-                    executors.inline(trials, ds, splits, family, parent_id, on_result)
+                    executors.inline(trials, ds, splits, module.__name__, parent_id, on_result)
                 else:
-                    executors.processes(pool, workers, trials, ds, splits, family, parent_id, on_result)
+                    executors.processes(pool, workers, trials, ds, splits, module.__name__, parent_id, on_result)
             except KeyboardInterrupt as exc:
                 interrupted = exc
             failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlflow_dl.config import DataSpec, FitSpec
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.families import tune as space_module
+from mlflow_dl.sweeps import search_space as space_module
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from mlflow.entities import RunTag
 from mlflow_dl import heap, tf_runtime
 from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
-from mlflow_dl.families import tune as space_module
+from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.models.mlp import build_mlp
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
@@ -111,7 +111,7 @@ class _Bridge:
         """What one trial fits on: the MLP's arrays, or the windows of this trial's `timesteps`."""
         if self.model != "recurrent":
             return self.splits
-        from mlflow_dl.families.rnn_vs_lstm import window_splits
+        from mlflow_dl.models.window_splits import window_splits
 
         fit = self.base.fit
         return window_splits(self.splits, int(values["timesteps"]), self.base.data.horizon, fit.batch_size, fit.seed)

@@ -57,7 +57,7 @@ def _keras_tuner_searches(disable: bool, callback_kwargs: dict) -> None:
 
     if importlib.util.find_spec("keras_tuner") is None:
         return
-    from mlflow_dl.sweeps import user_search  # a higher layer, loaded only here: autolog is the user's entry
+    from mlflow_dl.sweeps import user_search
 
     if disable:
         user_search.unpatch()
