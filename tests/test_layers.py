@@ -1,0 +1,66 @@
+"""No module imports from a layer above its own, on the map in docs/architecture.md."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mlflow_dl"
+
+
+def layer_map() -> dict[str, int]:
+    """First part of a module's name under mlflow_dl (or `mlflow_dl` itself) -> its layer, 0 = bottom."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = re.search(r"```layers\n(.*?)```", text, re.S).group(1)
+    rows = [line.split(":", 1)[1] for line in block.strip().splitlines()]
+    return {name.strip(): len(rows) - 1 - i for i, row in enumerate(rows) for name in row.split(",")}
+
+
+def _top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported mlflow_dl module) for every import in the file, inside functions too."""
+    def ours(module):
+        return module == "mlflow_dl" or module.startswith("mlflow_dl.")
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if ours(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and ours(node.module):
+            if node.module == "mlflow_dl":  # from mlflow_dl import heap, process
+                found += [(node.lineno, f"mlflow_dl.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def test_every_module_is_on_the_map():
+    layers = layer_map()
+    modules = {_top(".".join(p.relative_to(REPO).with_suffix("").parts).replace(".__init__", ""))
+               for p in PACKAGE.rglob("*.py")}
+    assert modules - set(layers) == set(), "add these to the layer map in docs/architecture.md"
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    layers = layer_map()
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).replace(".__init__", "")
+        for line, target in imports(path):
+            if layers[_top(target)] > layers[_top(name)]:
+                upward.append(f"{path.relative_to(REPO)}:{line} imports {target}")
+    assert upward == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from mlflow_dl.families import get\n    from mlflow_dl import heap\n")
+    layers = layer_map()
+    assert [(line, target) for line, target in imports(sample)] == [(2, "mlflow_dl.families"), (3, "mlflow_dl.heap")]
+    assert layers["families"] > layers["sweeps"] > layers["tracking"] > layers["heap"] > layers["data"]
