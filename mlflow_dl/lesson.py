@@ -32,13 +32,21 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     # last step: the best breast-cancer model becomes the registered champion, ready to serve
     from mlflow_dl.registry import promote
     from mlflow_dl.serving import ServeSpec, shell_command
+    from mlflow_dl.tracking import offline_store
     from mlflow_dl.tracking.runs import DEFAULT_EXPERIMENT
 
-    promotion = promote(experiment or DEFAULT_EXPERIMENT, "mlflow-dl-breast-cancer", dataset="breast_cancer")
+    name, experiment = "mlflow-dl-breast-cancer", experiment or DEFAULT_EXPERIMENT
+    if offline_store.active() is not None:  # the server is down: the registry is the server's, promote after sync
+        echo(f"promote: not now, the tracking server is down; once `mlflow-dl sync` has run: mlflow-dl promote "
+             f"--experiment {experiment} --model-name {name} --dataset breast_cancer")
+        return done
+    promotion = promote(experiment, name, dataset="breast_cancer")
     echo(f"promote: {promotion.message}")
-    echo(f"Serve it with:  {shell_command(ServeSpec('mlflow-dl-breast-cancer'))}")
-    echo(f"\nTracking store: {mlflow.get_tracking_uri()}")
-    echo("Open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
+    echo(f"Serve it with:  {shell_command(ServeSpec(name))}")
+    uri = mlflow.get_tracking_uri()
+    echo(f"\nTracking store: {uri}")
+    if uri.startswith("sqlite:"):  # a server's UI is the server's own address
+        echo(f"Open it with:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
     return done
 
 

@@ -4,6 +4,7 @@ the runs once the server is back, or, when they need the server, stop in seconds
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -373,4 +374,37 @@ def test_server_lost_during_tune_the_rest_trains_offline_then_sync(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_main_with_the_server_down_trains_everything_then_sync_and_promote(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    out, _ = _cli(["main", "--epochs", "2"], env, tmp_path, timeout=1500)
+    store = _assert_journaled(out, port, tmp_path)
+    steps = [line for line in out.stdout.splitlines() if re.match(r"(train|sweep|multi_input|pca|tune|rnn_vs_lstm) ", line)]
+    assert len(steps) == 13, out.stdout  # 3 trainings, 6 sweeps, multi_input, pca, tune, rnn_vs_lstm
+    # the registry is the server's: promotion waits for sync, and says how
+    assert ("promote: not now, the tracking server is down; once `mlflow-dl sync` has run: mlflow-dl promote "
+            "--experiment mlflow-dl --model-name mlflow-dl-breast-cancer --dataset breast_cancer") in out.stdout
+    local = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    assert local.search_registered_models() == []
+    offline = local.search_runs([e.experiment_id for e in local.search_experiments()], max_results=1000)
+
+    server = Server(tmp_path, port=port).start()
+    try:
+        synced, _ = _cli(["sync"], env, tmp_path, timeout=900)
+        assert synced.returncode == 0, synced.stderr[-3000:]
+        client = mlflow.MlflowClient(server.url)
+        runs = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id], max_results=1000)
+        assert len(runs) == len(offline) and {r.info.status for r in runs} == {"FINISHED"}
+        parents = {r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags}
+        assert all(r.data.tags["mlflow.parentRunId"] in parents for r in runs if r.info.run_id not in parents)
+        promoted, _ = _cli(["promote", "--experiment", "mlflow-dl", "--model-name", "mlflow-dl-breast-cancer",
+                            "--dataset", "breast_cancer"], env, tmp_path)
+        assert promoted.returncode == 0, promoted.stderr[-3000:]
+        champion = client.get_model_version_by_alias("mlflow-dl-breast-cancer", "champion")
+        assert client.get_run(champion.run_id).data.params["data.dataset"] == "breast_cancer"
+    finally:
         server.stop()
