@@ -13,6 +13,7 @@ bulk-inserted runs have no artifacts).
 Last line: the ratio 10,000 / 1,000 with both seconds.
 
     python bench/promotion_scale.py [--repeats 5]
+    python bench/promotion_scale.py --quick    # 100 and 1,000 runs, 1 repeat: does it run?
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def time_pick_and_move(url: str, name: str, versions: list[str], repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="100 and 1,000 runs, 1 repeat: a check that it runs")
     args = parser.parse_args()
+    small, large = (100, 1000) if args.quick else (1000, 10000)
+    if args.quick:
+        args.repeats = 1
     import mlflow
     import numpy as np
 
@@ -113,8 +118,8 @@ def main() -> None:
         setup.create_registered_model("b5-model")
         versions = [str(setup.create_model_version("b5-model", f"/tmp/b5/{i}").version) for i in range(2)]
         results = {}
-        for total in (1000, 10000):
-            already = 1000 if results else 0
+        for total in (small, large):
+            already = small if results else 0
             insert_runs(db, experiment_id, already, total - already, rng)
             with mlflow_server(store) as url:
                 mlflow.MlflowClient(url).search_runs([experiment_id], max_results=1)  # warm the server
@@ -126,9 +131,9 @@ def main() -> None:
             print(f"{total} runs: pick + alias move {seconds:.3f}s (median of {args.repeats})", flush=True)
     finally:
         drop_database(db)
-    ratio = results[10000] / results[1000]
-    print(f"promotion_scale ratio={ratio:.2f} (10,000 runs {results[10000]:.3f}s / 1,000 runs "
-          f"{results[1000]:.3f}s, median of {args.repeats})")
+    ratio = results[large] / results[small]
+    print(f"promotion_scale ratio={ratio:.2f} ({large:,} runs {results[large]:.3f}s / {small:,} runs "
+          f"{results[small]:.3f}s, median of {args.repeats})")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ inline sweep's start (its wall time before the parent run) that ceiling bounds t
 Last line: loop time / inline time.
 
     python bench/sweep_throughput.py [--repeats 3] [--epochs 10]
+    python bench/sweep_throughput.py --quick    # 1 repeat, 2 trials of 1 epoch: does every arm run?
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def run(cmd, cwd) -> float:
     return time.perf_counter() - started
 
 
-def loop_arm(cwd, epochs) -> float:
+def loop_arm(cwd, epochs, strengths) -> float:
     total = 0.0
     for kind in ("l1", "l2"):
-        for s in STRENGTHS:
+        for s in strengths:
             total += run([sys.executable, "-m", "mlflow", "run", REPO, "-e", "train", "--env-manager", "local",
                           "--experiment-name", "b2-loop", "-P", f"{kind}={s}", "-P", f"epochs={epochs}",
                           "-P", "patience=none"], cwd)
@@ -101,8 +102,8 @@ def parallel_ceiling(fits: int, epochs: int) -> float:
     return alone / max(together)
 
 
-def sweep_arm(cwd, epochs, workers) -> tuple[float, float, float]:
-    wall = run([*cli(), "sweep", "regularization", "--kind", "both", "--strengths", ",".join(map(str, STRENGTHS)),
+def sweep_arm(cwd, epochs, workers, strengths) -> tuple[float, float, float]:
+    wall = run([*cli(), "sweep", "regularization", "--kind", "both", "--strengths", ",".join(map(str, strengths)),
                 "--epochs", str(epochs), "--patience", "none", "--workers", str(workers)], cwd)
     import mlflow
 
@@ -120,26 +121,30 @@ def main() -> None:
     parser.add_argument("--fit-loop", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 trials of 1 epoch: every arm runs")
     args = parser.parse_args()
     if args.fit_loop:
         print(fit_loop(args.fit_loop, args.epochs, args.start_at, args.threads))
         return
+    strengths, ceiling_fits = STRENGTHS, 6
+    if args.quick:  # a check that the benchmark runs; its figures mean nothing
+        args.repeats, args.epochs, strengths, ceiling_fits = 1, 1, STRENGTHS[:1], 1
     times = {"loop": [], "inline": [], "workers": []}
     overhead, in_parent, parents = [], [], {"inline": [], "workers": []}
     for rep in range(args.repeats):
         for arm in times:
             with tempfile.TemporaryDirectory() as cwd:
                 if arm == "loop":
-                    times[arm].append(loop_arm(cwd, args.epochs))
+                    times[arm].append(loop_arm(cwd, args.epochs, strengths))
                 else:
-                    wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2)
+                    wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2, strengths)
                     times[arm].append(wall)
                     parents[arm].append(parent)
                     if arm == "inline":
                         overhead.append((wall - fits) / fits)
                         in_parent.append((parent - fits) / fits)
             print(f"rep {rep + 1} {arm}: {times[arm][-1]:.1f}s", flush=True)
-    ceiling = parallel_ceiling(6, args.epochs)
+    ceiling = parallel_ceiling(ceiling_fits, args.epochs)
     med = {arm: statistics.median(v) for arm, v in times.items()}
     parent = {arm: statistics.median(v) for arm, v in parents.items()}
     start = med["inline"] - parent["inline"]  # Python, imports, a fresh store: before the parent run starts

@@ -62,3 +62,30 @@ def test_tuner_overhead_benchmark_runs_every_arm_in_quick_mode():
     assert re.search(r"^rep 1 autolog: [\d.]+s", out.stdout, re.M)
     assert re.search(r"^tuner_overhead ratio=[\d.]+ ", out.stdout, re.M)
     assert re.search(r"^autolog_tuner_overhead ratio=[\d.]+ \(autologged user search", out.stdout, re.M)
+
+
+@pytest.mark.slow  # `mlflow run` twice and three sweep commands in their own processes: minutes
+def test_sweep_throughput_benchmark_runs_every_arm_in_quick_mode(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "sweep_throughput.py"), "--quick"],
+                         capture_output=True, text=True, timeout=1200, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    arms = re.findall(r"^rep 1 (\w+): [\d.]+s$", out.stdout, re.M)
+    assert arms == ["loop", "inline", "workers"], out.stdout
+    assert re.search(r"^sweep_throughput ratio=\d+\.\d\d \(loop [\d.]+s / inline [\d.]+s, median of 1\)$",
+                     out.stdout, re.M), out.stdout
+
+
+def test_promotion_scale_benchmark_runs_in_quick_mode():
+    from servers import _pg_reachable
+
+    if not _pg_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 and CI is set: B5 must run in CI")
+        pytest.skip("no PostgreSQL reachable at 127.0.0.1:5432 (B5 needs it)")
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "promotion_scale.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    assert re.search(r"^100 runs: pick \+ alias move [\d.]+s \(median of 1\)$", out.stdout, re.M), out.stdout
+    assert re.search(r"^promotion_scale ratio=\d+\.\d\d \(1,000 runs [\d.]+s / 100 runs [\d.]+s, median of 1\)$",
+                     out.stdout, re.M), out.stdout
