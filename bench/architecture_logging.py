@@ -8,6 +8,7 @@ architecture step turned off (the baseline). Each is timed from the start of
 Last line: the ratio of the medians.
 
     python bench/architecture_logging.py [--repeats 3] [--epochs 20]
+    python bench/architecture_logging.py --quick    # 1 repeat of 2 epochs: does it run?
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 2 epochs: a check that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.epochs = 1, 2
 
     import keras
     import mlflow

@@ -89,3 +89,11 @@ def test_promotion_scale_benchmark_runs_in_quick_mode():
     assert re.search(r"^100 runs: pick \+ alias move [\d.]+s \(median of 1\)$", out.stdout, re.M), out.stdout
     assert re.search(r"^promotion_scale ratio=\d+\.\d\d \(1,000 runs [\d.]+s / 100 runs [\d.]+s, median of 1\)$",
                      out.stdout, re.M), out.stdout
+
+
+def test_architecture_logging_benchmark_runs_in_quick_mode():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "architecture_logging.py"), "--quick"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.fullmatch(r"architecture_logging ratio=\d+\.\d\d \(mlp .+; median of 1, 2 epochs\)",
+                        out.stdout.strip().splitlines()[-1]), out.stdout
