@@ -61,7 +61,7 @@ def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
     """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, on `threads`
     TensorFlow threads (0: TensorFlow's default), Grappler off as in mlflow-dl's processes."""
     os.environ.update(TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DL_GRAPPLER="off")
-    from mlflow_dl import tf_runtime
+    from mlflow_dl.runtime import tf_runtime
     from mlflow_dl.sweeps.executors import _share_cores
 
     tf_runtime.apply_grappler_choice()

@@ -58,7 +58,7 @@ def run_arm(arm: str, uri: str, epochs: int) -> float:
 
         mlflow_dl.autolog()
     elif arm == "plain-once":
-        from mlflow_dl import tf_runtime
+        from mlflow_dl.runtime import tf_runtime
 
         callbacks = [keras.callbacks.LambdaCallback(on_train_begin=lambda logs: tf_runtime.trace_train_step_once(model))]
     started = time.perf_counter()

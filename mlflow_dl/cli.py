@@ -23,7 +23,7 @@ def _quiet_tensorflow() -> None:
     import logging
     import warnings
 
-    from mlflow_dl import tf_runtime
+    from mlflow_dl.runtime import tf_runtime
 
     tf_runtime.own_process()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -450,7 +450,7 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
     plan = plan_search(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,
                        search_id=search_id or None, batch_size=batch_size, allow_remote_oracle=allow_remote_oracle)
     _quiet_tensorflow()
-    from mlflow_dl.sweeps.tuner import run_search  # keras-tuner and TensorFlow: once the search is known to be usable
+    from mlflow_dl.sweeps.tuner_bridge import run_search  # keras-tuner, TensorFlow: once the search is usable
 
     result = run_search(plan, experiment=kw["experiment"], directory=directory, echo=click.echo)
     click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "
@@ -489,9 +489,9 @@ def main(argv=None) -> None:
 def program() -> None:
     """The `mlflow-dl` program (console script, `python -m mlflow_dl`): main(), then exit as Python
     would, minus the interpreter's teardown. With TensorFlow, MLflow and pandas loaded, freeing every
-    module and object one by one takes 2-3 s after the work is done, on every command. For the same
+    module and object one by one takes seconds after the work is done, on every command. For the same
     reason, what a sweep or fit freezes out of garbage collection stays frozen (heap.for_good)."""
-    from mlflow_dl import heap, process
+    from mlflow_dl.runtime import heap, process
 
     process.own()  # this process is mlflow-dl's: it may tune the heap and TensorFlow for its fits
     heap.importing()

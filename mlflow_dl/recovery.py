@@ -79,7 +79,7 @@ def resume(run_id: str):
     fraction = float(run.data.params.get("data.train_fraction", "1"))
     if fraction < 1:
         splits = subsample_train(splits, fraction, spec.data.seed)
-    from mlflow_dl.trial import run_trial  # tensorflow: only once the run is known to be resumable
+    from mlflow_dl.trial_runner import run_trial  # tensorflow: only once the run is known to be resumable
 
     previous = os.environ.get("MLFLOW_RUN_ID")
     os.environ["MLFLOW_RUN_ID"] = run_id  # runs.start_run continues this run, as under `mlflow run`

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 from mlflow.entities import Param, RunTag
 
-from mlflow_dl import heap, tf_runtime
+from mlflow_dl.runtime import heap, tf_runtime
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
@@ -73,7 +73,7 @@ def test_outputs(model: keras.Model, splits: Splits) -> tuple[np.ndarray, float]
     """The model's raw outputs and its loss on the test split.
 
     In-memory rows go through one direct call: `model.predict` and `model.evaluate` would
-    each trace a function for this model (about 0.2 s a trial). A streamed feed (time-series
+    each trace a function for this model, every trial. A streamed feed (time-series
     windows) and very large splits go through Keras' batched loops.
     """
     x, y = splits.x_test, splits.y_test
@@ -217,7 +217,7 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                            metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
     finally:
         # Keras' global state reset, without its full gc.collect(): with TensorFlow and MLflow loaded that
-        # scans millions of objects (~0.5 s a trial, as long as a short fit); Python's own collector frees
+        # scans millions of objects (as long as a short fit); Python's own collector frees
         # the old model's cycles soon enough
         keras.backend.clear_session(free_memory=False)
     return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics, history=tracker.history)

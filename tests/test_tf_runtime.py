@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import all_runs, mlflow_dl_cli
-from mlflow_dl import MlflowCallback, tf_runtime
+from mlflow_dl import MlflowCallback
+from mlflow_dl.runtime import tf_runtime
 
 
 def small_model():
@@ -42,7 +43,7 @@ def layers_built_by_saving(model, path) -> int:
 @pytest.fixture
 def owned(monkeypatch):
     """This test process as one mlflow-dl owns (the CLI's, a worker's)."""
-    from mlflow_dl import process
+    from mlflow_dl.runtime import process
 
     monkeypatch.setattr(process, "_owned", True)
 
@@ -245,7 +246,7 @@ def test_without_tensorflows_gradient_registry_fits_run_and_nothing_is_dropped(o
 
 def test_a_users_process_keeps_its_own_heap(monkeypatch):
     """Not mlflow-dl's process: its heap and collection thresholds are the host's, frozen or not."""
-    from mlflow_dl import heap
+    from mlflow_dl.runtime import heap
 
     default = gc.get_threshold()
     gc.freeze()
@@ -267,7 +268,7 @@ def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(owned, mon
     import gc
     import weakref
 
-    from mlflow_dl import heap
+    from mlflow_dl.runtime import heap
 
     class Node:
         pass
@@ -293,7 +294,7 @@ def test_a_process_that_exits_after_its_command_keeps_its_heap_frozen(owned, mon
 def test_a_process_collects_rarely_while_it_imports_and_at_pythons_pace_once_its_work_holds_the_heap(owned, monkeypatch):
     import gc
 
-    from mlflow_dl import heap
+    from mlflow_dl.runtime import heap
 
     default = gc.get_threshold()
     monkeypatch.setattr(heap, "_frozen", False)

@@ -2,7 +2,7 @@
 
 The function is named `package.module:function` (importable from the working
 directory) or `path/to/file.py:function`, so worker processes and Ray tasks import
-it by name. Each grid point is a child run of the sweep, fitted by `trial.run_trial`
+it by name. Each grid point is a child run of the sweep, fitted by `trial_runner.run_trial`
 on the scaled splits of the data, like every family's trials: the served model takes
 raw rows because it carries the scaler. `sweep_model` is the same from Python, with
 the data in memory (arrays, a DataFrame, a tf.data.Dataset) or a CSV path.
@@ -22,7 +22,7 @@ from functools import partial
 
 from mlflow_dl.config import DataSpec, FitSpec, TrialSpec
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "Which values of your own model's arguments are best?"
 AXIS = Axis(key=None, label="trial")

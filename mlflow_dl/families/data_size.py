@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow_dl.config import TrialSpec, parse_grid
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "How does the train/validation gap change with more training rows?"
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlflow_dl.config import TrialSpec, parse_grid
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "How much dropout after each hidden layer?"
 DEFAULT_RATES = (0.0, 0.2, 0.3, 0.4, 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlflow_dl.config import TrialSpec, parse_grid
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "How patient should early stopping be, and should it restore the best weights?"
 DEFAULT_PATIENCE = (0, 2, 5, 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlflow_dl.config import TrialSpec, parse_grid
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "Which learning rate trains fastest without diverging?"
 DEFAULT_LRS = (0.1, 0.01, 0.001, 0.0001)

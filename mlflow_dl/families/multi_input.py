@@ -14,7 +14,7 @@ from functools import partial
 from mlflow_dl.config import TrialSpec, parse_grid
 from mlflow_dl.data.groups import group_splits, parse_groups, restrict
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "Do separate input branches per feature group beat one concatenated input of the same size?"
 DEFAULT_GROUPS = "auto"

@@ -15,13 +15,13 @@ import pandas as pd
 
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.reduction import check_components, parse_components, pca_splits
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "How many principal components does the MLP need, and what does the reduction cost or gain?"
 DEFAULT_COMPONENTS = "2,5,10,raw"
 AXIS = Axis(key=None, label="features")
 # t-SNE is quadratic in rows: a picture of a random subsample is enough. On so few rows the exact
-# gradient with 500 iterations is faster than Barnes-Hut with the default 1,000 (measured: 3 s vs 30 s
+# gradient with 500 iterations is faster than Barnes-Hut with the default 1,000 (measured: ten times faster
 # for breast_cancer's 341 training rows, 2 busy cores) and the picture is the same kind.
 TSNE_ROWS = 500
 TSNE_ITERATIONS = 500

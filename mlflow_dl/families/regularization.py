@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from mlflow_dl.config import TrialSpec, parse_grid
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "How strong should L1/L2 regularisation be?"
 DEFAULT_L1 = (1e-4, 1e-3, 1e-2, 1e-1)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mlflow_dl.config import TrialSpec, parse_grid
 from mlflow_dl.models.window_splits import WindowSplits, window_splits
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "Which recurrent cell and how long a window forecast the series best?"
 DEFAULT_CELLS = ("rnn", "lstm")

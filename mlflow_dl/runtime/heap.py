@@ -1,7 +1,7 @@
 """Keeping what a process has loaded out of Python's garbage collection while models train.
 
 With TensorFlow, MLflow and pandas loaded, a full collection scans hundreds of thousands of
-long-lived objects: 0.2-0.5 s on 2 cores, as long as a short fit. keras-tuner runs one before
+long-lived objects, as long as a short fit (bench/RESULTS.md). keras-tuner runs one before
 every trial, and Python's own collector runs one every few fits, at a moment set by how many
 objects survived since the last. Frozen, a collection scans only what the fits create.
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import gc
 
-from mlflow_dl import process
+from mlflow_dl.runtime import process
 
 # whether this module froze the heap; gc.get_freeze_count() would tell too, but it walks every
-# frozen object (~40 ms with TensorFlow loaded), once per fit
+# frozen object, once per fit
 _frozen = False
 _for_good = False  # the process exits when its command ends (the `mlflow-dl` program): let_go() keeps the freeze
 _thresholds: tuple | None = None  # Python's collection thresholds, for hold() to restore after importing()
@@ -27,8 +27,8 @@ _thresholds: tuple | None = None  # Python's collection thresholds, for hold() t
 def importing() -> None:
     """While a process loads its libraries, until hold(): collect 70x less often. TensorFlow, MLflow and
     pandas make hundreds of thousands of objects that last and almost no garbage, yet at Python's
-    default thresholds each full collection rescans the growing heap while they load: ~0.8 s of a
-    command's ~5.8 s start. Once the heap is held, what is loaded is frozen already: nothing to do (a
+    default thresholds each full collection rescans the growing heap while they load, a share of
+    every command's start. Once the heap is held, what is loaded is frozen already: nothing to do (a
     Ray worker process initialised again for another sweep would otherwise keep the raised thresholds)."""
     global _thresholds
     if _thresholds is None and not _frozen and process.owned():
@@ -54,8 +54,8 @@ def hold() -> bool:
 
 def take_in() -> None:
     """While held: freeze what was made since as well, before trials leave garbage to keep. A sweep's
-    parent run is the first call to a fresh store: its engine and schema (~160,000 objects) left out
-    made each full collection during the trials 100 ms instead of 20 ms."""
+    parent run is the first call to a fresh store, whose engine and schema would otherwise be
+    rescanned by every full collection during the trials."""
     if _frozen:
         gc.freeze()
 
@@ -63,14 +63,14 @@ def take_in() -> None:
 def for_good() -> None:
     """For a process that exits when its command ends: what gets frozen stays frozen. Let go, the
     frozen objects (all that TensorFlow and MLflow loaded) would be scanned by Python's next full
-    collection, ~0.4 s spent just before the process exits."""
+    collection, just before the process exits."""
     global _for_good
     _for_good = True
 
 
 def let_go() -> None:
     """Undo hold(): the frozen objects are the collector's again. Frozen for good, they stay frozen,
-    and what the block left is collected now (the trials' models, ~70 ms after a sweep), so that a
+    and what the block left is collected now (the trials' models), so that a
     later take_in() (the main job's next sweep) cannot freeze it for good too."""
     global _frozen
     if _for_good:

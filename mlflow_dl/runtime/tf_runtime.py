@@ -1,37 +1,20 @@
-"""How TensorFlow and Keras run the small models of these lessons: three settings, each measured.
+"""Four settings for how TensorFlow and Keras run the lessons' small models (figures: bench/RESULTS.md).
 
-Where each applies: in a process mlflow-dl owns (process.py: the CLI, its workers) all four, through
-own_fit() around each fit. In a user's process (autolog, MlflowCallback, the Python API) only the one
-trace of the train step, which touches nothing but that model's train function during that fit; the
-other three reach into process-wide state of Keras or TensorFlow and are left alone there. The README's
-"Workarounds" table lists them with their upstream issues and fallbacks.
+In a process mlflow-dl owns (process.py: the CLI, its workers) all four apply, through own_fit()
+around each fit. In a user's process only the one trace of the train step does, which touches
+nothing but that model's train function during that fit. The README's "Workarounds" table lists
+each with its upstream issue and fallback; tests/test_tf_runtime.py has a strict xfail per bug.
 
-- Keras' saving cache (fits in mlflow-dl's processes): each save works out which attributes of a layer, optimizer or
-  metric to skip by building a throwaway object of that kind. Keras caches the answer under one
-  key and looks it up under another, so it never hits (keras 3.11-3.15, saving_lib.get_attr_skipset).
-  That is 8 of the 18 ms a small model's `save_weights` takes, paid by BackupAndRestore every epoch.
-- Grappler (mlflow-dl's own processes): TensorFlow's graph optimizer runs when each traced function
-  is first called and again for every tf.data iterator, which Keras makes twice an epoch (training,
-  validation). On the lesson's MLP (breast cancer, 128-64-32) it is a quarter of a 10-epoch fit
-  (1.95 s with it, 1.43 s without, same losses); on a 20,000-row 512-256 MLP and a 64-unit LSTM
-  it neither gained nor cost time measurably. So the `mlflow-dl` command (and its sweep workers,
-  Ray tasks and `mlflow run` entry points) turn it off; `MLFLOW_DL_GRAPPLER=on` keeps it. In a
-  user's own process the Python API (train, sweep) turns it off only if MLFLOW_DL_GRAPPLER=off is
-  set, and autolog and MlflowCallback never touch TensorFlow's settings.
-- One trace of the train step (every tracked fit, MlflowCallback.on_train_begin): without a distribution strategy, Keras' TensorFlow trainer
-  creates the optimizer's and the metrics' variables inside the first traced train step, and
-  TensorFlow then traces that step a second time without them. Building them first, from the spec
-  of the first batch, as Keras does under a strategy, saves that second trace: 0.37 s of the
-  lesson's MLP's 0.82 s first epoch, same losses.
-- Each fit's train step freed with its model (fits in mlflow-dl's processes): tracing the step, Keras' optimizer
-  sums the gradients through `tf.custom_gradient`, which registers a gradient function under a new
-  name in TensorFlow's global gradient registry and never removes it (tensorflow#97697, still so
-  in TensorFlow 2.21.0). That function holds the traced step's graph, so every fit in a process
-  kept its graph after clear_session (the lesson's MLP: 740 operations, ~5,000 Python objects that
-  every later full collection scans, 15 MiB of the process a trial). own_fit() drops what its
-  fit registered for that sum once fit is over: nothing differentiates the sum, so nothing looks its
-  gradient up again (a SavedModel export skips a gradient it cannot find). A model's own custom
-  gradients stay registered.
+- Keras' saving cache: Keras caches which attributes a save skips under one key and reads another
+  (keras 3.11-3.15, saving_lib.get_attr_skipset), so BackupAndRestore's every save rebuilds it.
+- Grappler off in mlflow-dl's own processes (`MLFLOW_DL_GRAPPLER=on` keeps it): on these small
+  models it costs a share of every fit and gained nothing measurable on larger ones.
+- One trace of the train step: Keras' TensorFlow trainer makes the optimizer's and metrics'
+  variables inside the first trace, so TensorFlow traces the step again (tensorflow#48851);
+  building them first from the first batch's spec, as Keras does under a strategy, saves it.
+- Each fit's train step freed with its model: the optimizer's `tf.custom_gradient` registers a
+  gradient in TensorFlow's global registry and never removes it (tensorflow#97697), keeping every
+  fit's graph alive; own_fit() drops what its fit registered once fit is over.
 """
 
 from __future__ import annotations
@@ -40,7 +23,7 @@ import contextlib
 import os
 import sys
 
-from mlflow_dl import process
+from mlflow_dl.runtime import process
 from mlflow_dl.errors import ConfigError
 
 GRAPPLER_ENV = "MLFLOW_DL_GRAPPLER"
@@ -83,7 +66,7 @@ def grappler_state() -> str:
 
 def cache_saving_skipsets() -> None:
     """Fill Keras' saving cache under the key it reads. keras.backend.clear_session empties it,
-    so every fit calls this (5 ms once, then a dictionary lookup per kind)."""
+    so every fit calls this (costly once, then a dictionary lookup per kind)."""
     try:
         from keras.src.backend.common import global_state
         from keras.src.saving import saving_lib

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from mlflow_dl.sweeps.trials import Axis, Trial
+from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 
 def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
                         label="train/validation gap")
         if axis.log:
             ax.set_xscale("log")
-            # plain tick labels (0.001, not 10^-3): no mathtext, whose parser takes 0.1 s to set up
+            # plain tick labels (0.001, not 10^-3): no mathtext, whose parser is slow to set up
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if axis.knee:

@@ -1,6 +1,6 @@
 """Where trials run: inline (this process), N local worker processes, or tasks on a Ray cluster.
 
-Either way each trial goes through `trial.run_trial` and logs its own child run
+Either way each trial goes through `trial_runner.run_trial` and logs its own child run
 under the parent; results come back in the order the trials were given.
 """
 
@@ -11,7 +11,7 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
-from mlflow_dl import heap, process
+from mlflow_dl.runtime import heap, process
 
 _worker: dict = {}
 
@@ -20,7 +20,7 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
     """One child run; a failure comes back as a FAILED result, Ctrl-C propagates. `family`: the
     family's module name (its last part tags the run)."""
     from mlflow_dl.data.split import subsample_train
-    from mlflow_dl.trial import run_trial
+    from mlflow_dl.trial_runner import run_trial
 
     splits = subsample_train(splits, trial.train_fraction, trial.spec.data.seed)
     if trial.prepare is not None:
@@ -77,7 +77,7 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     except Exception:  # noqa: BLE001
         pass
     # the worker process is ours: what it has loaded stays out of collections for good (a full collection
-    # first would take 0.2 s of the worker's start for the few dozen objects it frees)
+    # first would slow the worker's start for the few dozen objects it frees)
     heap.hold()
 
 
@@ -156,7 +156,7 @@ def _ready() -> None:
 
 def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
     """`workers` - 1 spawned processes beside this one, each importing tensorflow once and taking many
-    trials; started now, so their start (a new interpreter, tensorflow, the data: ~4 s each) overlaps
+    trials; started now, so their start (a new interpreter, tensorflow, the data) overlaps
     the parent run's. Every process gets its share of the cores (this one too, where TensorFlow has
     not run yet)."""
     import multiprocessing
@@ -214,7 +214,7 @@ def processes(pool: ProcessPoolExecutor, workers: int, trials, ds, splits, famil
         stop.set()
         for feeder in feeders:
             feeder.join()
-        # every trial has come back: the workers wind down (~0.5 s) while the parent's summary is made;
+        # every trial has come back: the workers wind down while the parent's summary is made;
         # the pool's own thread joins them, and Python's exit waits for that thread
         pool.shutdown(wait=False)
     if errors:

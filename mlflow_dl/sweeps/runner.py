@@ -83,7 +83,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
     running child and the parent KILLED, with the table of what finished logged.
     """
-    from mlflow_dl import heap
+    from mlflow_dl.runtime import heap
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
@@ -119,10 +119,10 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     elif executor == "processes":
         pool = executors.start_workers(base.data, module.__name__, workers)
     if executor != "ray":  # this process runs trials too: tensorflow before the parent run, not the sweep's own time
-        importlib.import_module("mlflow_dl.trial")
+        importlib.import_module("mlflow_dl.trial_runner")
     try:
         # the heap frozen from the parent's start to its end, trials and summary alike: let go any earlier,
-        # the next full collection scans all that TensorFlow loaded (~0.45 s) inside the parent run
+        # the next full collection scans all that TensorFlow loaded inside the parent run
         with heap.frozen(), runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
             parent_id = parent.info.run_id
             shared = module.parent_params(base) if hasattr(module, "parent_params") else base.params()

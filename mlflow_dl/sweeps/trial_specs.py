@@ -21,7 +21,7 @@ class Trial:
     # build_model(spec, splits) -> compiled keras.Model (None: trial.mlp_builder)
     prepare: Callable | None = None
     build_model: Callable | None = None
-    after_fit: Callable | None = None  # after_fit(model, splits) -> metrics, inside the child run (trial.run_trial)
+    after_fit: Callable | None = None  # after_fit(model, splits) -> metrics, inside the child run (trial_runner.run_trial)
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ import mlflow
 import pandas as pd
 from mlflow.entities import RunTag
 
-from mlflow_dl import heap, tf_runtime
+from mlflow_dl.runtime import heap, tf_runtime
 from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.models.mlp import build_mlp
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
-from mlflow_dl.sweeps.trials import Axis
+from mlflow_dl.sweeps.trial_specs import Axis
 from mlflow_dl.tracking import failover, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
@@ -132,7 +132,7 @@ class _Bridge:
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
         """The child's params: the trial's values as `hp.*`, and what the search shares."""
-        from mlflow_dl.trial import dataset_input
+        from mlflow_dl.trial_runner import dataset_input
 
         spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial_id})
@@ -153,7 +153,7 @@ class _Bridge:
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
                                       input_example=splits.raw_test.head(5 + window), family=FAMILY,
                                       log_fit_params=False, log_datasets=False)  # begin() logs the spec's
-        from mlflow_dl.trial import comparability_tags
+        from mlflow_dl.trial_runner import comparability_tags
 
         self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in
                                                    comparability_tags(self.ds, splits, self.base, model).items()])
@@ -301,7 +301,7 @@ def _ended_table(bridge: _Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
 
 def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
     """The search's summary (summarize_search), then the best model on the test split."""
-    from mlflow_dl.trial import test_metrics, test_outputs, test_plot
+    from mlflow_dl.trial_runner import test_metrics, test_outputs, test_plot
 
     offline = failover.failed_over()  # some children on the server, the rest in the offline store
     table, best_run_id, values = summarize_search(tuner, parent_id, experiment_id,

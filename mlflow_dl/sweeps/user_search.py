@@ -2,7 +2,7 @@
 
 autolog wraps `search()` of keras-tuner's Tuner (every built-in tuner, any
 `build_model(hp)` or HyperModel). For the length of one search the tuner object
-takes a subclass that mixes in the bridge of `mlflow-dl tune` (sweeps/tuner.py):
+takes a subclass that mixes in the bridge of `mlflow-dl tune` (sweeps/tuner_bridge.py):
 keras-tuner's public hooks `on_trial_begin` / `on_trial_end` open and close the
 trial's child run, `_build_and_fit_model` (the override point keras-tuner keeps for
 AutoKeras) appends MlflowCallback to each fit. The tuner gets its own class back when
@@ -25,7 +25,7 @@ import keras_tuner as kt
 import mlflow
 import numpy as np
 
-from mlflow_dl.sweeps import tuner as bridge_module
+from mlflow_dl.sweeps import tuner_bridge as bridge_module
 from mlflow_dl.tracking import runs
 from mlflow_dl.tracking.callback import MlflowCallback
 

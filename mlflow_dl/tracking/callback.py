@@ -25,7 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlflow_dl import tf_runtime
+from mlflow_dl.runtime import tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.tracking import best as best_rule
 from mlflow_dl.tracking import comparability
@@ -671,7 +671,7 @@ class MlflowCallback(keras.callbacks.Callback):
 
     def _output_like(self, x):
         """Zeros shaped and typed like the model's output on `x`: the signature needs the output's
-        columns and types, not its values, and a model's first eager call costs 35-70 ms at the start
+        columns and types, not its values, and a model's first eager call costs tens of milliseconds at the start
         of fit. A model without one static output (subclassed, several outputs) is called directly
         (predict_on_batch would trace a function for five rows)."""
         try:

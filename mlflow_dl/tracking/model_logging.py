@@ -33,7 +33,7 @@ TENSOR_MODEL_CODE = os.path.join(os.path.dirname(__file__), "tensor_model.py")  
 def _index_installed_packages() -> None:
     """Build, now, the index of installed packages MLflow checks a model's pins against.
 
-    MLflow builds it on first use (~0.6 s of pure Python reading every package's file list),
+    MLflow builds it on first use (pure Python reading every package's file list),
     which would land in the first fit of a process, on a thread that then competes with
     training for the GIL. At import it is a one-off cost, like importing Keras.
     """
@@ -49,7 +49,7 @@ _index_installed_packages()
 
 
 def pip_requirements() -> list[str]:
-    """Explicit pins: inferring them costs about 8 s a run."""
+    """Explicit pins: inferring them costs seconds a run."""
     pins = []
     for dist in ("mlflow", "keras", "tensorflow", "numpy", "pandas"):
         try:

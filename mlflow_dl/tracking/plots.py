@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 
 def _warm_up() -> None:
-    """Render one tiny figure now: matplotlib's first text and PNG carry ~0.2 s of one-off set-up
+    """Render one tiny figure now: matplotlib's first text and PNG carry one-off set-up
     (fonts, caches) that would otherwise land in the first fit's end, on the training process's GIL."""
     fig, ax = plt.subplots(figsize=(1, 1))
     ax.plot([0, 1], [0, 1], label="0")
@@ -66,7 +66,7 @@ def confusion_matrix(y_true, y_pred, labels):
     """The test split's counts by true and predicted class, counts in full.
 
     One figure per set of class names is kept and redrawn with each call's counts: building its
-    axes and ticks again would be a third of its cost (~12 ms), paid by every trial of a sweep.
+    axes and ticks again would be a third of its cost, paid by every trial of a sweep.
     The figure stays outside pyplot, so closing it is a no-op.
     """
     from matplotlib.figure import Figure
