@@ -3,9 +3,10 @@ the runs once the server is back, or, when they need the server, stop in seconds
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -272,26 +273,38 @@ def test_sync_with_the_server_still_down_stops_in_seconds_and_keeps_the_store(tm
     assert elapsed < 10 and (store / "store.json").exists()
 
 
-@pytest.mark.slow
-def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
+@contextlib.contextmanager
+def _server_lost_after_a_childs_first_epoch(args, tmp_path):
+    """`mlflow-dl <args>` against a real server that stops once a child run has an epoch and stays
+    down until the command ends: exit 4, "which finished"; then the server is back and `sync` ran.
+    Yields the client and that first child (created online)."""
     server = Server(tmp_path).start()
     client = mlflow.MlflowClient(server.url)
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    proc = subprocess.Popen(mlflow_dl_cli() + ["sweep", "dropout", "--rates", "0,0.2,0.4", "--epochs", "40",
-                                               "--patience", "none", "--hidden", "8"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(mlflow_dl_cli() + args, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         (first,) = _once_a_run_has_an_epoch(client, proc, "tags.mlflow.parentRunId != ''")
-        parent_id = first.data.tags["mlflow.parentRunId"]
         server.stop()
         _, stderr = proc.communicate(timeout=900)
         assert proc.returncode == 4, stderr[-3000:]
         last = _last_line(stderr)
         assert server.url in last and "which finished" in last and "mlflow-dl sync" in last, last
-
         server.start()
         synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
         assert synced.returncode == 0, synced.stderr[-3000:]
+        yield client, first
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
+    args = ["sweep", "dropout", "--rates", "0,0.2,0.4", "--epochs", "40", "--patience", "none", "--hidden", "8"]
+    with _server_lost_after_a_childs_first_epoch(args, tmp_path) as (client, first):
+        parent_id = first.data.tags["mlflow.parentRunId"]
         runs = client.search_runs([first.info.experiment_id])
         assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}, [
             (r.info.run_name, r.info.status) for r in runs]
@@ -302,12 +315,8 @@ def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
         parent = client.get_run(parent_id)
         assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
         table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="results.csv",
-                                                                tracking_uri=server.url))
+                                                                tracking_uri=client.tracking_uri))
         assert set(table["run_id"]) == {c.info.run_id for c in children}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
 
 
 FAILING_OVER_WORKER = """
@@ -341,22 +350,9 @@ def test_worker_processes_failing_over_at_once_share_one_store(tmp_path):
 
 @pytest.mark.slow
 def test_server_lost_during_tune_the_rest_trains_offline_then_sync(tmp_path):
-    server = Server(tmp_path).start()
-    client = mlflow.MlflowClient(server.url)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    proc = subprocess.Popen(mlflow_dl_cli() + ["tune", "--max-trials", "3", "--epochs", "30"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        (first,) = _once_a_run_has_an_epoch(client, proc, "tags.mlflow.parentRunId != ''")
+    with _server_lost_after_a_childs_first_epoch(["tune", "--max-trials", "3", "--epochs", "30"], tmp_path) as (
+            client, first):
         parent_id = first.data.tags["mlflow.parentRunId"]
-        server.stop()
-        _, stderr = proc.communicate(timeout=900)
-        assert proc.returncode == 4, stderr[-3000:]
-        assert server.url in _last_line(stderr) and "mlflow-dl sync" in _last_line(stderr), stderr[-3000:]
-
-        server.start()
-        synced, _ = _cli(["sync"], {**os.environ, "MLFLOW_TRACKING_URI": server.url}, tmp_path)
-        assert synced.returncode == 0, synced.stderr[-3000:]
         runs = client.search_runs([first.info.experiment_id])
         assert {r.info.status for r in runs} == {"FINISHED"}, [
             (r.info.run_name, r.info.status, r.data.tags.get("mlflow_dl.error")) for r in runs]
@@ -369,12 +365,8 @@ def test_server_lost_during_tune_the_rest_trains_offline_then_sync(tmp_path):
         assert parent.data.tags["best_run_id"] in {c.info.run_id for c in children}
         assert parent.data.metrics["n_finished"] == 3 and "test_loss" in parent.data.metrics
         table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="results.csv",
-                                                                tracking_uri=server.url))
+                                                                tracking_uri=client.tracking_uri))
         assert set(table["run_id"]) == {c.info.run_id for c in children}  # the online trial's row too
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
 
 
 @pytest.mark.slow
