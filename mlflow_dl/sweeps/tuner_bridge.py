@@ -415,10 +415,14 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
         if parent.info.status != "RUNNING":
             echo(f"search {search_id} is already complete (parent run {parent.info.run_id}); nothing left to run")
             return TuneResult(parent.info.run_id, search_id, role, pd.DataFrame(), None)
-        from keras_tuner.src.distribute import oracle_client
+        # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now. A private
+        # module: if it moved, keras-tuner's own hour stands (README, "Workarounds")
+        try:
+            from keras_tuner.src.distribute import oracle_client
 
-        # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now
-        oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
+            oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
+        except ImportError:
+            pass
         bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
                          resumed=True)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
