@@ -190,8 +190,9 @@ class _Bridge:
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
         if tracker is not None:  # what its fit queued goes first
             tracker.delivered()
-        tags = {**self._tags, STATUS_TAG: status.lower()}
-        runs.end_run(self.child_id, error, tags={STATUS_TAG: status.lower()})
+        status_tag = {STATUS_TAG: status.lower()}
+        runs.end_run(self.child_id, error, tags=status_tag)
+        tags = {**self._tags, **status_tag}  # the child's, for its row in a summary made offline
         metrics = tracker.summary() if tracker else {}
         params = {f"hp.{k}": str(v) for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
         if tracker is not None and tracker.model is not None:
