@@ -172,7 +172,7 @@ def test_resume_keeps_the_best_over_all_epochs(tmp_path):
         resumed = classifier(lr=0.2)
         resumed.fit(x, 1 - y, validation_data=(xv, yv), epochs=8, batch_size=8, verbose=0,
                     callbacks=[weights, second, keras.callbacks.BackupAndRestore(backup)])
-        assert second.first_epoch == 0 and min(weights.by_epoch) == 0
+        assert second.record.first_epoch == 0 and min(weights.by_epoch) == 0
     finally:
         mlflow.end_run()
     val = history(run.info.run_id, "val_loss")

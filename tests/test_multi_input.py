@@ -149,10 +149,10 @@ def test_served_multi_input_model_routes_one_dataframe_to_its_inputs(sweep_resul
 
 
 def test_no_graphviz_the_run_goes_on_and_says_so_once(monkeypatch, capfd):
-    from mlflow_dl.tracking import callback
+    from mlflow_dl.tracking import callback, fit_artifacts
 
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no `dot` on the PATH
-    monkeypatch.setattr(callback, "_SAID_NO_GRAPHVIZ", False)
+    monkeypatch.setattr(fit_artifacts, "_SAID_NO_GRAPHVIZ", False)
     x, y = np.random.default_rng(0).normal(size=(12, 3)).astype("float32"), np.arange(12) % 2
     run_ids = []
     for _ in range(2):

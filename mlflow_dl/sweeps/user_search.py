@@ -72,7 +72,7 @@ class _UserBridge(bridge_module._Bridge):
         try:
             result = build_and_fit(trial, *args, **kwargs)
         except BaseException as exc:
-            if tracker._logger is None:  # the build failed: no fit began, nothing to read from the callback
+            if tracker.record is None:  # the build failed: no fit began, nothing to read from the callback
                 self.tracker = None
                 self._runs.remove(tracker)
             if execution is not None:
