@@ -1,12 +1,8 @@
 """What a CLI command does when the tracking server does not answer: train offline, or fail in seconds.
 
-One bounded probe (`runs.reachable`: GET /health, PROBE_TIMEOUT s) instead of
-MLflow's retry schedule (minutes). A command that trains logs into an offline
-store of the journal folder (tracking/offline_store.py) and ends with one line
-naming the server, the folder and `mlflow-dl sync`, and exit code
-EXIT_JOURNALED. A command that needs the server (promote, serve, diagnose,
-resume, reap) stops with one line and exit code 2. A local store (sqlite:///,
-a folder) is never down.
+One bounded probe (`runs.reachable`) instead of MLflow's minutes of retries. A command that trains logs into an
+offline store (tracking/offline_store.py), names `mlflow-dl sync` and exits EXIT_JOURNALED; one that needs the
+server stops with exit code 2. A local store (sqlite:///, a folder) is never down.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """What mlflow-dl's own processes keep off the terminal: TensorFlow's start-up lines and MLflow's INFO lines.
 
-The CLI, its sweep workers and the `mlflow run` entry points (which call the CLI) print only their own
-lines unless the user asks for the rest (`mlflow-dl --verbose`, or MLFLOW_DL_VERBOSE=1). A user's own
-process (autolog, MlflowCallback, the Python API) keeps its own settings: nothing here runs there.
-
-TensorFlow prints part of its start-up through absl from C++ while its libraries load, before
-InitializeLog and before any setting applies, so TF_CPP_MIN_LOG_LEVEL does not remove it (TensorFlow
-2.21): "All log messages before absl::InitializeLog()...", "oneDNN custom operations are on...",
-"Could not find cuda drivers...", and at the first look at the devices "failed call to cuInit" (the
-driver-less machine's E0000 line). TF_ENABLE_ONEDNN_OPTS=0 would silence one of them by changing the
-numerics; CUDA_VISIBLE_DEVICES="" silences none. So `import tensorflow` and that first look at the
-devices run with file descriptor 2 pointed at a temporary file; afterwards every line of it goes to
-the real stderr except the known start-up lines. The cuInit failure is dropped only on a machine
-where TensorFlow found no CUDA driver (where no GPU is expected): with a driver it is an error worth
-seeing. Later C++ lines keep TF_CPP_MIN_LOG_LEVEL=2 (errors show).
+Only in mlflow-dl's own processes (the CLI, its workers, `mlflow run` entry points), unless `--verbose` or
+MLFLOW_DL_VERBOSE=1; a user's process keeps its own settings. TensorFlow prints start-up lines through absl
+before TF_CPP_MIN_LOG_LEVEL applies, so `import tensorflow` and the first device look run with fd 2 redirected
+and only the known start-up lines are dropped (cuInit's failure only where no CUDA driver was found).
 """
 
 from __future__ import annotations

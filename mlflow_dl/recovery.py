@@ -1,12 +1,8 @@
 """When the trainer goes away: `resume` a killed run from its last epoch, `reap` runs nobody ends.
 
-A fit keeps its last completed epoch (weights, optimizer, epoch number) with
-Keras' BackupAndRestore in the folder the run's tag `mlflow_dl.backup_dir`
-names. `resume` sends what the run's journal still holds, rebuilds the trial
-from the run's params and fits in the same run from that epoch: the epochs the
-run already has are not logged again, and the run ends FINISHED. `reap` ends
-KILLED the runs left RUNNING whose heartbeat (a tag the callback updates every
-epoch) is older than a limit.
+A fit keeps its last epoch with Keras' BackupAndRestore in the folder tagged `mlflow_dl.backup_dir`; `resume`
+refits in the same run from there, without logging its epochs again, and ends it FINISHED. `reap` ends KILLED
+the RUNNING runs whose heartbeat tag (updated every epoch) is older than a limit.
 """
 
 from __future__ import annotations

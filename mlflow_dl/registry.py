@@ -1,12 +1,8 @@
 """Promotion: the run with the lowest `model_val_loss` becomes the registered model's `champion`.
 
-`model_val_loss` is the validation loss of the weights the run's logged model holds.
-Only runs of one comparability key are compared (tracking.comparability: same data
-digest, target, task, loss, target scaling, split, horizon); a run with non-finite
-weights or without a servable model is no candidate. The pick is server-side queries
-(filter, order by the metric, a few rows), never a download of every run. Only the
-winner is registered, and only when it beats the current champion by more than
-`min_improvement`; the alias moves (registry stages are deprecated, aliases only).
+Only runs of one comparability key (tracking.comparability) with finite weights and a servable model compete;
+the pick is server-side queries, never a download of every run. The winner is registered only when it beats
+the current champion by more than `min_improvement`; the alias moves (registry stages are deprecated).
 """
 
 from __future__ import annotations

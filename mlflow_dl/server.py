@@ -1,11 +1,8 @@
 """`mlflow-dl server`: the tracking server, embedded (SQLite) or team (PostgreSQL + basic-auth).
 
-Embedded: `sqlite:///mlflow.db` and proxied artifacts in `./mlartifacts`, on
-127.0.0.1. Team: a PostgreSQL backend store, MLflow's basic-auth app and an
-explicit `--allowed-hosts` list. The server never binds beyond loopback, and
-never accepts a wildcard host, unless told so explicitly; basic-auth refuses to
-start while the admin account keeps MLflow's old public default password
-(MLflow 3.17 ships none, but auth databases created by older versions keep it).
+Embedded: `sqlite:///mlflow.db`, proxied artifacts in `./mlartifacts`. Team: PostgreSQL, MLflow's basic-auth
+app and an explicit `--allowed-hosts`. It never binds beyond loopback or accepts a wildcard host unless told;
+basic-auth refuses to start while the admin keeps MLflow's old public default password.
 """
 
 from __future__ import annotations

@@ -166,12 +166,9 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
               raise_errors: bool = True, build_model=mlp_builder, after_fit=None) -> TrialResult:
     """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged.
 
-    `build_model(spec, splits) -> compiled keras.Model` (default: the MLP of
-    spec.model); `splits.x_*` may be arrays or dicts of named inputs, whatever
-    the model takes. `after_fit(model, splits) -> metrics` logs a family's extras
-    inside the run (time series: forecast plot, residual diagnostics).
-    With raise_errors=False (sweeps) an Exception is returned
-    as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
+    `build_model(spec, splits) -> compiled keras.Model` (default: the MLP of spec.model); `after_fit(model,
+    splits) -> metrics` logs a family's extras inside the run. With raise_errors=False (sweeps) an Exception comes
+    back as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
     """
     tf_runtime.apply_grappler_choice()
     keras.utils.set_random_seed(spec.fit.seed)

@@ -1,11 +1,7 @@
 """Time series: bundled (statsmodels' datasets) or a CSV with a date column, checked for equal spacing.
 
-A series is rows at equally spaced dates: the dates are parsed, and duplicates,
-unsorted rows, gaps and missing values are errors unless a fill option was asked
-for (`resample` aggregates into a frequency, `interpolate` fills them). Filling never
-uses a later part of the chronological split: time interpolation inside the training
-part, the last observed value carried forward after it. The season defaults to the
-one of the frequency (statsmodels' `freq_to_period`: daily 7, weekly 52, ...).
+Duplicates, unsorted rows, gaps and missing values are errors unless `resample` or `interpolate` is asked for.
+Filling never uses a later part of the chronological split, so nothing leaks from validation or test.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Sliding windows without look-ahead, as strided views (nothing copied).
 
-The series is split chronologically first and the scalers are fitted on the
-training rows only. Training windows are cut inside the training part. A validation
-or test window takes its inputs from the rows before its target, which may lie in an
-earlier part (inputs from the past are no look-ahead), so the targets of a part are
-every one of its rows, whatever the window length and horizon: all trials of a
-comparison are scored on the same rows, and no validation or test value ever reaches
-a training input or target.
+The series is split chronologically and scaled on the training rows only. A validation or test window may take
+its inputs from an earlier part, so every row of a part is a target whatever the window and horizon: all trials
+of a comparison are scored on the same rows, and no validation or test value reaches a training input or target.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Your own model: a function of keyword values returning a compiled keras.Model, over a crossed grid.
 
-The function is named `package.module:function` (importable from the working
-directory) or `path/to/file.py:function`, so worker processes and Ray tasks import
-it by name. Each grid point is a child run of the sweep, fitted by `trial_runner.run_trial`
-on the scaled splits of the data, like every family's trials: the served model takes
-raw rows because it carries the scaler. `sweep_model` is the same from Python, with
-the data in memory (arrays, a DataFrame, a tf.data.Dataset) or a CSV path.
+The function is named `package.module:function` or `path/to/file.py:function` so worker processes and Ray
+tasks can import it. Each grid point is a child run fitted by `trial_runner.run_trial` on the scaled splits;
+the served model takes raw rows because it carries the scaler.
 """
 
 from __future__ import annotations
@@ -249,13 +246,10 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
                 experiment: str | None = None, progress: bool = True, echo=None):
     """Fit `build(**point)` (a compiled keras.Model) at every point of `grid` (a dict of lists, crossed).
 
-    `build` is a function or its name `package.module:function`; worker processes
-    (`workers` > 1) and Ray import it by name, so a function defined in a notebook or
-    `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the `target`
-    column, a tf.data.Dataset of (features, target) rows (read into memory once), or a
-    CSV path (or bundled data set name). The features reach the model
-    scaled (`scaler`, fitted on the training rows); the served model takes raw rows.
-    Returns the runner's SweepResult (parent run, results table, best run).
+    `build`: a function or its name `package.module:function`; workers > 1 and Ray import it by name, so a
+    function defined in a notebook or `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the
+    `target` column, a tf.data.Dataset of (features, target) rows, or a CSV path (or bundled data set name).
+    `scaler` is fitted on the training rows; the served model takes raw rows. Returns the runner's SweepResult.
     """
     from mlflow_dl.sweeps.runner import sweep
 

@@ -1,13 +1,8 @@
 """Which recurrent cell, how long a window? SimpleRNN / LSTM / GRU x timesteps on a time series.
 
-Children: one recurrent model per cell x timesteps, trained on windows streamed
-from the training part only, and scored, whatever their window, on the same targets:
-every row of the validation and test parts (a window's inputs may come from the part
-before). Parent: a profile of the target (series, seasonal
-decomposition, ADF/KPSS), the naive baselines (persistence, seasonal naive), a
-statistical model (SARIMAX, with its AIC) and a machine-learning model (the window
-flattened, with calendar features, into a ridge regression), ranked with the children
-by test MAE on those same test rows.
+Children: one recurrent model per cell x timesteps, all scored on the same targets (every validation and test
+row) whatever their window. Parent: a profile of the target, naive baselines, SARIMAX and a ridge regression
+on flattened windows, ranked with the children by test MAE on those same rows.
 """
 
 from __future__ import annotations

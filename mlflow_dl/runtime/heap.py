@@ -1,13 +1,8 @@
 """Keeping what a process has loaded out of Python's garbage collection while models train.
 
-With TensorFlow, MLflow and pandas loaded, a full collection scans hundreds of thousands of
-long-lived objects, as long as a short fit (bench/RESULTS.md). keras-tuner runs one before
-every trial, and Python's own collector runs one every few fits, at a moment set by how many
-objects survived since the last. Frozen, a collection scans only what the fits create.
-
-Only in a process mlflow-dl owns (process.own(): the `mlflow-dl` program, its sweep workers). In a
-user's process every function here does nothing: `gc.unfreeze()` would undo the host's own freeze,
-and thresholds it set are its own.
+With TensorFlow, MLflow and pandas loaded, a full collection (keras-tuner runs one per trial) scans hundreds of
+thousands of long-lived objects; frozen, it scans only what the fits create. Only in a process mlflow-dl owns
+(process.own()): in a user's process everything here does nothing, as `gc.unfreeze()` would undo the host's own.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """Four settings for how TensorFlow and Keras run the lessons' small models (figures: bench/RESULTS.md).
 
-In a process mlflow-dl owns (process.py: the CLI, its workers) all four apply, through own_fit()
-around each fit. In a user's process only the one trace of the train step does, which touches
-nothing but that model's train function during that fit. The README's "Workarounds" table lists
-each with its upstream issue and fallback; tests/test_tf_runtime.py has a strict xfail per bug.
+All four apply, through own_fit() around each fit, only in a process mlflow-dl owns; a user's process gets only
+the one trace of the train step. README "Workarounds" and strict xfails in tests/test_tf_runtime.py track them:
 
-- Keras' saving cache: Keras caches which attributes a save skips under one key and reads another
-  (keras 3.11-3.15, saving_lib.get_attr_skipset), so BackupAndRestore's every save rebuilds it.
-- Grappler off in mlflow-dl's own processes (`MLFLOW_DL_GRAPPLER=on` keeps it): on these small
-  models it costs a share of every fit and gained nothing measurable on larger ones.
-- One trace of the train step: Keras' TensorFlow trainer makes the optimizer's and metrics'
-  variables inside the first trace, so TensorFlow traces the step again (tensorflow#48851);
-  building them first from the first batch's spec, as Keras does under a strategy, saves it.
-- Each fit's train step freed with its model: the optimizer's `tf.custom_gradient` registers a
-  gradient in TensorFlow's global registry and never removes it (tensorflow#97697), keeping every
-  fit's graph alive; own_fit() drops what its fit registered once fit is over.
+- Keras' saving cache: keyed inconsistently (keras 3.11-3.15, saving_lib.get_attr_skipset), rebuilt every save.
+- Grappler off in mlflow-dl's own processes (`MLFLOW_DL_GRAPPLER=on` keeps it): a cost with no gain here.
+- One trace of the train step: optimizer and metric variables built first, so no second trace (tensorflow#48851).
+- Each fit's train step freed with its model: `tf.custom_gradient` registrations are never removed (tensorflow#97697).
 """
 
 from __future__ import annotations

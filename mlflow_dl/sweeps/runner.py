@@ -73,15 +73,10 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
           executor: str | None = None, ray_address: str = "auto", **grid) -> SweepResult:
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
 
-    `family` is a module that holds QUESTION, AXIS and `trials(base, **grid)`, and may hold
-    load_data, bind, parent_params, rank_table, log_comparison and log_parent: the lecture's
-    are `mlflow_dl.families.get(name)`, run by name with `mlflow_dl.families.sweep`. Worker
-    processes and Ray tasks import it by its module name.
-
-    The data set is loaded, split and scaled once. Bad grids fail before any run
-    starts. `executor`: inline (workers=1), processes (workers>1: this process and workers-1 local ones) or ray (tasks on the
-    cluster at `ray_address`, logging to the shared tracking server). A failing trial ends FAILED and the sweep goes on; Ctrl-C ends the
-    running child and the parent KILLED, with the table of what finished logged.
+    `family`: a module holding QUESTION, AXIS and `trials(base, **grid)` (optionally load_data, bind, parent_params,
+    rank_table, log_comparison, log_parent); workers and Ray import it by module name. `executor`: inline
+    (workers=1), processes (workers>1) or ray (tasks on the cluster at `ray_address`). Bad grids fail before any
+    run; a failing trial ends FAILED and the sweep goes on; Ctrl-C ends the parent KILLED, its table logged.
     """
     from mlflow_dl.runtime import heap
     from mlflow_dl.data.datasets import load_dataset

@@ -1,14 +1,7 @@
 """Let a search find it: the keras-tuner search spaces, taken from the lecture's ranges.
 
-A space is a mapping of hyper-parameter name -> Param. A user's YAML/JSON file
-overrides the defaults key by key, and is validated here, before any run or
-tuner starts:
-
-    nodes: {min: 16, max: 128, step: 16}     # an integer range
-    lr: {min: 1.0e-4, max: 1.0e-2, sampling: log}
-    dropout: [0.0, 0.2, 0.4]                 # a choice
-    layers: 2                                # a fixed value
-
+A user's YAML/JSON file overrides the defaults key by key and is checked before any run or tuner starts:
+`{min, max[, step][, sampling: log]}` a range, a list a choice, one value a fixed value.
 Nothing here imports keras-tuner: `declare` takes the tuner's `hp` object.
 """
 

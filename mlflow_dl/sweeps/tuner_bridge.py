@@ -1,11 +1,8 @@
 """keras-tuner searches as MLflow runs: one parent per search, one nested child per trial.
 
-keras-tuner stays in charge of the search (its oracles, its state on disk, its
-distributed mode); the bridge only adds three documented hooks: the tuner's
-`on_trial_begin` / `on_trial_end` open and close the trial's child run, and the
-HyperModel's `fit` appends `MlflowCallback` (the one tracking path) after the
-tuner's own callbacks. The parent's summary is read back from MLflow, so
-trials of earlier (resumed) invocations and of other workers are included.
+keras-tuner stays in charge (oracles, state on disk, distributed mode); the bridge only uses documented hooks:
+`on_trial_begin` / `on_trial_end` open and close the child run, the HyperModel's `fit` appends `MlflowCallback`.
+The parent's summary is read back from MLflow, so resumed and other workers' trials are included.
 """
 
 from __future__ import annotations
@@ -384,12 +381,9 @@ def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 1
          echo=print) -> TuneResult:
     """Run (or resume, same `search_id`) a keras-tuner search with every trial an MLflow child run.
 
-    `data` is a DataSpec (model="mlp", default breast_cancer) or, for model="recurrent",
-    a time-series SeriesSpec. Everything the user gives is checked before a run or a
-    tuner starts. Under
-    keras-tuner's distributed mode the chief serves the oracle and writes the
-    parent's summary when all trials are done; each worker logs its trials as
-    children of the same parent (found by the search id).
+    `data` is a DataSpec (model="mlp", default breast_cancer) or, for model="recurrent", a SeriesSpec; all input is
+    checked before a run or tuner starts. In keras-tuner's distributed mode the chief serves the oracle and writes
+    the parent's summary; each worker logs its trials under the same parent (found by the search id).
     """
     plan = plan_search(data, tuner, max_trials, epochs, space, model, search_id, batch_size, allow_remote_oracle)
     return run_search(plan, experiment=experiment, directory=directory, echo=echo)

@@ -1,16 +1,9 @@
 """A user's own keras-tuner search under `mlflow_dl.autolog()`: a parent run, a nested child per trial.
 
-autolog wraps `search()` of keras-tuner's Tuner (every built-in tuner, any
-`build_model(hp)` or HyperModel). For the length of one search the tuner object
-takes a subclass that mixes in the bridge of `mlflow-dl tune` (sweeps/tuner_bridge.py):
-keras-tuner's public hooks `on_trial_begin` / `on_trial_end` open and close the
-trial's child run, `_build_and_fit_model` (the override point keras-tuner keeps for
-AutoKeras) appends MlflowCallback to each fit. The tuner gets its own class back when
-search returns; the parent's summary is the one `mlflow-dl tune` logs.
-
-Fallbacks when keras-tuner's layout changes: without `_build_and_fit_model` the fit
-is still tracked by autolog's own callback (executions then share the trial's run);
-without `Tuner.search` / `on_trial_begin` autolog leaves keras-tuner alone and says so.
+For one `Tuner.search()` the tuner takes a subclass mixing in the bridge of `mlflow-dl tune`: its hooks open
+and close each trial's child run, `_build_and_fit_model` (kept by keras-tuner for AutoKeras) appends
+MlflowCallback. Should keras-tuner's layout change: without `_build_and_fit_model` autolog's own callback
+still tracks the fit; without `Tuner.search` / `on_trial_begin` autolog leaves keras-tuner alone and says so.
 """
 
 from __future__ import annotations

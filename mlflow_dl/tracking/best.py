@@ -1,12 +1,8 @@
 """Which epoch is best: the monitor's direction (Keras' mode="auto" rule) and finite weights.
 
-Keras decides the direction of `EarlyStopping(mode="auto")` in a private method
-(`MonitorCallback._set_monitor_op`) from a private attribute of its metrics
-(`Metric._direction`, "up" for accuracy, AUC, precision, recall...). Neither is public,
-so this module mirrors the rule: `loss` is minimised; a compiled metric of that name
-says its direction through `_direction` when it has one; otherwise the name decides
-(the tf.keras rule, widened: names holding acc, auc, precision, recall, f1, iou are
-maximised), and everything else is minimised where Keras would refuse.
+Keras decides mode="auto" privately (`MonitorCallback._set_monitor_op`, `Metric._direction`), so this mirrors
+it: `loss` is minimised, a metric's `_direction` is used when present, else names holding acc, auc, precision,
+recall, f1, iou are maximised and everything else minimised (where Keras would refuse).
 """
 
 from __future__ import annotations

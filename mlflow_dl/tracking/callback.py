@@ -54,30 +54,22 @@ def _version(dist: str) -> str:
 class MlflowCallback(keras.callbacks.Callback):
     """Log a Keras fit to MLflow.
 
-    Per-epoch metrics keep Keras' names with step = epoch (0-based). At the end:
-    `best_epoch`, `best_<monitor>` (its value there), `best_val_loss` (the minimum
-    over epochs), `best_epoch_loss` (train loss at the best epoch), `stopped_epoch`,
-    `model_epoch` and `model_val_loss` (the epoch whose weights the logged model holds,
-    and their validation loss: what rankings use); `checkpoints/best.keras`;
-    `plots/learning_curves.png`; and the model as a pyfunc carrying its
-    preprocessing. With `restore_best_weights` (the default) the model ends fit
-    holding the best epoch's weights, so what is logged is what was best.
+    Per-epoch metrics keep Keras' names, step = epoch (0-based). At the end: `best_epoch`, `best_<monitor>` (its
+    value there), `best_val_loss` (minimum over epochs), `best_epoch_loss` (train loss at the best epoch),
+    `stopped_epoch`, `model_epoch` and `model_val_loss` (the epoch whose weights the logged model holds, and their
+    validation loss: what rankings use). Artifacts: `checkpoints/best.keras`, `plots/learning_curves.png` and the
+    model `model` (`runs:/RUN_ID/model`), a pyfunc carrying its preprocessing. With `restore_best_weights` (the
+    default) the logged model holds the best epoch's weights.
 
-    The best epoch follows the monitor's direction: `mode` "min", "max", or "auto"
-    (Keras' rule: accuracy, AUC, precision, recall... maximised). Epochs without the
-    monitor (validation_freq > 1) are not candidates; only a fit where it never shows
-    falls back to the training loss. Epochs with a non-finite value never are.
+    `mode` "min", "max" or "auto" (Keras' rule: accuracy, AUC, precision, recall... maximised) is the best epoch's
+    direction; epochs without the monitor (validation_freq > 1) or with a non-finite value are no candidates, and
+    only a fit where the monitor never shows falls back to the training loss.
 
-    Uses the active run, or starts one (and ends it) when none is active; the
-    pyfunc model is that run's logged model `model` (`runs:/RUN_ID/model`). A further fit in a run
-    this process already logged a fit into gets a nested run of its own (`fit 2`, ...): MLflow
-    refuses to change a param, and each fit keeps its own metrics and model.
-
-    `log_fit_params`: fit's arguments, the optimizer, loss, metrics, the callbacks' and layers'
-    settings (tracking/fit_params.py); `log_datasets`: the training and validation data as dataset
-    inputs (tracking/fit_datasets.py). With either on, the data's digests are tagged
-    (`mlflow_dl.data_digest`, `mlflow_dl.validation_digest`) and kept in `data_digests`. Both off
-    where the caller logs its own (the families' runs).
+    Uses the active run, or starts and ends one; a further fit in a run this process already logged gets a nested
+    run (`fit 2`, ...), since MLflow refuses to change a param. `log_fit_params`: fit's arguments, optimizer, loss,
+    metrics, callbacks' and layers' settings; `log_datasets`: the training and validation data as dataset inputs.
+    Either tags the data's digests (`mlflow_dl.data_digest`, `mlflow_dl.validation_digest`, kept in
+    `data_digests`). Both off where the caller logs its own (the families' runs).
     """
 
     def __init__(self, monitor: str | None = None, restore_best_weights: bool = True, log_model: bool = True,

@@ -1,10 +1,8 @@
 """Which runs may be ranked together: the comparability key, a tag on every run.
 
-Two validation losses are comparable only when they measure the same thing on the
-same rows: the same data (its digest, not only its name), target, task, loss, target
-scaling and split, and for a series the same horizon. The window length is left out:
-windows are what a sweep compares (every window length is scored on the same target rows).
-The key is a short hash of those parts; the parts are tagged beside it, readable.
+Validation losses compare only on the same data (digest, not name), target, task, loss, target scaling and
+split, and for a series horizon; the window length is left out, as sweeps compare it on the same target rows.
+The key is a short hash of those parts, which are tagged beside it.
 """
 
 from __future__ import annotations

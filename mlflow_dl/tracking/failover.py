@@ -1,14 +1,9 @@
 """A CLI command whose tracking server goes away mid-command goes on in its offline store.
 
-Only in a CLI command's processes (FAILOVER_ENV is set by the command, and its
-worker processes inherit it): switching the tracking URI is process-wide, which
-a user's own process must not see. Once a call finds the server gone (after
-MLflow's retries), runs created afterwards go to the command's offline store
-(tracking/offline_store.py); children keep `mlflow.parentRunId` = their
-parent's id on the server, which `mlflow-dl sync` keeps. A run that exists
-only on the server and still logs (a sweep's parent writing its summary) gets a
-local stand-in tagged `mlflow_dl.server_run_id`, which sync writes into that
-server run.
+Only in a CLI command's processes (FAILOVER_ENV, inherited by its workers): switching the tracking URI is
+process-wide, which a user's process must not see. Runs created after the server is found gone go to the
+offline store (children keep their server parent's id); a server-only run that still logs gets a local
+stand-in tagged `mlflow_dl.server_run_id`, which `mlflow-dl sync` writes into that server run.
 """
 
 from __future__ import annotations

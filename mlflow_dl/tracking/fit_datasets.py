@@ -1,16 +1,9 @@
 """The data a user's own `model.fit` trained and validated on, as MLflow dataset inputs with a digest.
 
-numpy arrays (one, a list or a dict of them), pandas frames and series, tensors and `tf.data`
-datasets. The validation part is `validation_data`, or the tail `validation_split` cuts off (Keras'
-rule: the rows from `floor(n * (1 - validation_split))` on).
-
-The digest is this module's own, because MLflow's digest functions read the whole input: the numpy
-one copies the array (`flatten`), the pandas one applies `type` to every cell, the tf.data one
-iterates the whole pipeline. Ours hashes shapes, dtypes, column names and an evenly spaced sample
-of at most SAMPLE values of each array, so it costs the same for 1,000 rows as for 10 million.
-A `tf.data` dataset is hashed by its element spec and cardinality (its contents would cost a pass
-over the pipeline, and differ per pass when it shuffles): two pipelines of the same shapes and
-size share a digest. Python generators and keras PyDatasets get none.
+The digest is this module's own because MLflow's read the whole input: it hashes shapes, dtypes, column names
+and at most SAMPLE evenly spaced values per array, so its cost does not grow with the rows. A `tf.data` dataset
+is hashed by element spec and cardinality (same-shaped, same-size pipelines share a digest); Python generators
+and keras PyDatasets get none.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""The params a user's own `model.fit` logs: its arguments, the optimizer, loss and metrics, the
-callbacks' settings, each layer's, and short `model.*` summaries that line up across runs.
+"""The params a user's own `model.fit` logs: its arguments, optimizer, loss, metrics, callbacks' and layers' settings.
 
-Plain functions of the model and fit's arguments, with no MLflow calls: MlflowCallback logs what
-`fit_params` returns. Keys follow stock `mlflow.keras.autolog()` where it has one (`epochs`,
-`batch_size`, `optimizer_learning_rate`, ...), so a run holds at least what stock logs; the summary
-keys (`model.hidden`, `model.dropout`, `model.l1`, ...) are the families' own, so a user's runs and
-the CLI's sit in the same columns of the MLflow UI's table.
+Plain functions with no MLflow calls (MlflowCallback logs what `fit_params` returns). Keys follow stock
+`mlflow.keras.autolog()` where it has one, so a run holds at least what stock logs; the `model.*` summary keys
+are the families' own, so a user's runs and the CLI's share columns in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -61,12 +58,9 @@ def bind_fit(fit, model, args: tuple, kwargs: dict) -> dict | None:
 def arguments_in_fit(model) -> dict | None:
     """fit's arguments read from the running `model.fit` frame, for a MlflowCallback passed by hand.
 
-    A callback sees only epochs and steps (`self.params`); the rest (batch size, validation split,
-    the other callbacks, the data) are fit's local variables, under the names of its signature in
-    every Keras 3 backend. At on_train_begin `x`, `y` hold the training part and `validation_data`
-    the validation part (the tail when `validation_split` cut it). A private detail of Keras: when
-    no such frame is found (a custom training loop calling the callbacks itself, a future Keras),
-    None, and the callback logs what `self.params` and the model tell.
+    A callback sees only epochs and steps; the rest are fit's local variables (same names in every Keras 3
+    backend). A private detail of Keras: with no such frame (a custom training loop, a future Keras) None, and
+    the callback logs what `self.params` and the model tell.
     """
     wanted = (*FIT_ARGUMENTS, "x", "y", "callbacks", "validation_data")
     frame = sys._getframe(1)

@@ -49,14 +49,12 @@ class SignalStop:
         return int(keras.ops.convert_to_numpy(self._model.optimizer.iterations))
 
     def _on_signal(self, signum, frame):
-        """Note the signal, ask Keras to stop at the end of the running batch, then chain to the handler
-        that was there before fit. A second signal goes to that handler, for a fit that never reaches
-        the end of its batch.
+        """Note the signal, ask Keras to stop at the end of the running batch, then chain to the previous handler.
 
-        A handler of the application's own (a cluster's preemption handler) is called now, with the
-        same arguments; what it raises propagates. Python's default Ctrl-C handler and SIG_DFL are not
-        called: the KeyboardInterrupt raised at the end of the batch, once the run is ended KILLED,
-        stands for both."""
+        A second signal goes to that handler, for a fit that never reaches the end of its batch. An application's
+        own handler (a cluster's preemption handler) is called now; Python's default Ctrl-C handler and SIG_DFL are
+        not: the KeyboardInterrupt raised once the run is ended KILLED stands for both.
+        """
         previous = self._old_handlers.get(signum)
         self.restore()
         self.received = signal.Signals(signum).name

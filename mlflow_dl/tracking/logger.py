@@ -1,16 +1,9 @@
 """Metric, param and tag batches sent from a background thread, so `fit` never waits on the tracking server.
 
-Each record is first appended to the run's journal (tracking/spool.py, flushed
-once per epoch), then one daemon thread sends what is queued, at most once per
-SEND_INTERVAL while nobody waits on `flush`, coalescing consecutive
-metric/param/tag records into `log_batch` calls (at most MLflow's 1,000 metrics
-each), in order. A failed call is retried with backoff until the
-server is back, and nothing is dropped, except what the server refuses (a 4xx
-answer about the record: tracking/rejection.py), which is dropped with a warning
-line and a tag; each record sent or refused is acknowledged in the journal. `flush` waits for the queue to drain while the server takes records,
-bounded by a timeout without progress; what is still unsent then stays in the
-journal for `mlflow-dl sync`. A run that could not be created (server down at
-the start) is created by the thread first.
+Each record is journaled first (tracking/spool.py); one daemon thread sends them in order as `log_batch` calls,
+retrying with backoff until the server is back. Nothing is dropped but what the server refuses (a 4xx:
+tracking/rejection.py), with a warning and a tag. `flush` waits while the server takes records, bounded by a
+timeout without progress; what stays unsent is left in the journal for `mlflow-dl sync`.
 """
 
 from __future__ import annotations

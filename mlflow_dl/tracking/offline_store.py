@@ -1,17 +1,9 @@
 """A command's own local tracking store, used while the tracking server is down.
 
-A CLI command that trains (train, sweeps, rnn-vs-lstm, tune, main) probes the
-server once (`runs.reachable`, a bounded HTTP call). When it does not answer,
-the command logs everything, exactly as it would online (experiment, parent and
-children, params, metrics, tags, datasets, artifacts, logged models), into a
-SQLite store with its artifacts in a folder of the journal directory, and
-`mlflow-dl sync` copies that store to the server once it is back
-(tracking/transfer.py). The store is MLflow's own, so nothing of the training
-code changes: only the tracking URI it is given.
-
-Folder layout: `<journal dir>/offline-<stamp>-<hex>/` holding `store.json`
-(the server it belongs to, the process that writes it, whether it is complete),
-`mlflow.db`, `artifacts/` and, once sync started, `synced.jsonl`.
+A CLI command that trains and finds the server unreachable logs everything, as it would online, into MLflow's
+own SQLite store; `mlflow-dl sync` copies it to the server once it is back (tracking/transfer.py).
+Layout: `<journal dir>/offline-<stamp>-<hex>/` holding `store.json` (the server it belongs to, the process that
+writes it, whether it is complete), `mlflow.db`, `artifacts/` and, once sync started, `synced.jsonl`.
 """
 
 from __future__ import annotations

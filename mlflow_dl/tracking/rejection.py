@@ -1,10 +1,8 @@
 """Telling a record the tracking server refuses from a server that is away.
 
-A 4xx answer about the request itself (INVALID_PARAMETER_VALUE: a param logged again with another
-value, a value too long; RESOURCE_DOES_NOT_EXIST: a deleted run) will be refused again however often
-it is sent: the record is dropped, said once and tagged. Everything else (connection refused, time
-outs, 5xx, 429 too many requests, 401/403 credentials, an endpoint the server lacks) may pass later:
-retried, and kept in the journal meanwhile.
+A 4xx about the request itself (INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST) would be refused again, so
+the record is dropped, said once and tagged. Everything else (connection errors, timeouts, 5xx, 429, 401/403,
+a missing endpoint) may pass later: retried, and kept in the journal meanwhile.
 """
 
 from __future__ import annotations

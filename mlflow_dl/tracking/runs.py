@@ -56,12 +56,9 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
               parent_experiment_id: str | None = None) -> mlflow.ActiveRun:
     """Start (or, under `mlflow run`, resume) a run tagged with its family.
 
-    `mlflow run` exports MLFLOW_RUN_ID; mlflow.start_run() then continues that run
-    instead of opening a second one. A child names its parent by `parent_run_id`,
-    which works in the parent's process (nested) and in a worker process alike; it
-    goes to the parent's experiment (`parent_experiment_id` when the caller knows it,
-    saving a round trip per child). In a CLI command whose server went away, the run starts
-    in the command's offline store instead (tracking/failover.py).
+    Under `mlflow run` (MLFLOW_RUN_ID exported) the run continues instead of a second one opening. A child names
+    its parent by `parent_run_id` (nested or from a worker process) and goes to the parent's experiment
+    (`parent_experiment_id` saves a round trip). If the server went away, the run starts in the offline store.
     """
     from mlflow_dl.tracking import failover
 
@@ -124,13 +121,10 @@ def existing_run(run_id: str):
 
 
 def log_dataset(dataset, context: str = "training", attempts: int = 3, run_id: str | None = None) -> None:
-    """mlflow.log_input (to run `run_id` when given, from any thread), tried again when another run
-    wrote the same dataset meanwhile.
+    """mlflow.log_input (to `run_id` when given, from any thread), retried when another run wrote the dataset meanwhile.
 
-    MLflow's SQL store looks the dataset up, then inserts it: two runs of one experiment
-    logging a new dataset at once (a sweep's parallel children) collide on its unique key
-    (SQLite "UNIQUE constraint failed", PostgreSQL "duplicate key"). A second try finds
-    the row the other run wrote and only links it.
+    MLflow's SQL store looks the dataset up, then inserts it, so parallel runs logging a new dataset collide on
+    its unique key; a second try finds the other run's row and only links it.
     """
     for attempt in range(1, attempts + 1):
         try:

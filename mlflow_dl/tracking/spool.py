@@ -1,16 +1,9 @@
 """The offline journal: what a run logs, on disk first, so a tracking server that goes away loses nothing.
 
-One append-only JSON-lines file per run under MLFLOW_DL_JOURNAL_DIR (default
-`.mlflow-dl/journal` in the working folder; where that cannot be written, a per-user
-folder, with a one-line note: fallback_dirs). Every record (run creation,
-metric batch, params, tags, artifact file, end) gets a sequence number; once
-the server has it, an `ack` line follows. Replay sends the records without an
-ack, in order. It is idempotent per (run, key, step): a metric row keeps the
-timestamp it was journaled with, and MLflow's SQL stores keep one row for
-identical (key, value, timestamp, step), params accept the same value again,
-tags and artifacts overwrite. A run created offline is created at replay with
-its original start time, and the id it got is journaled (`bind`), so it is
-created once. A journal whose every record is acknowledged is deleted.
+One append-only JSON-lines file per run under MLFLOW_DL_JOURNAL_DIR (default `.mlflow-dl/journal`, else a
+per-user folder); each record gets a sequence number and an `ack` line once the server has it. Replay sends
+unacknowledged records in order, idempotent per (run, key, step); a run created offline is created once (its
+server id is journaled as `bind`). A fully acknowledged journal is deleted.
 """
 
 from __future__ import annotations

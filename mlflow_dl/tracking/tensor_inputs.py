@@ -1,10 +1,8 @@
 """What a Keras model takes, as named tensors: the served model's tensor signature.
 
-A model that takes one table of columns is served by the raw-row pyfunc (columns
-f0..fN); every other one (several inputs as a list or a dict, sequences, images) by
-a pyfunc whose signature has one TensorSpec per input, named after its `keras.Input`
-(or its key, for a model built on a dict of inputs). A subclassed model declares no
-inputs: what it was built on at its first batch (`get_build_config`, public) stands in.
+A model taking one table is served by the raw-row pyfunc (columns f0..fN); any other gets one TensorSpec per
+input, named after its `keras.Input` (or dict key). A subclassed model declares no inputs, so what it was built
+on at its first batch (`get_build_config`, public) stands in.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """`mlflow-dl sync` for offline stores: a command's local store copied to the tracking server it was meant for.
 
-Two passes over the store's runs, parents first. The first finds or creates each
-run on the server, with its original start time, name and parent (the parent's
-NEW id in `mlflow.parentRunId`); the second sends everything else: params,
-every metric point with its original timestamp and step, tags (any value that
-is a local run or logged-model id rewritten to the new one: `best_run_id`), the
-datasets, the artifacts (text files such as results.csv and MLmodel rewritten
-the same way), the logged models, and the original end time and status.
-
-Idempotent: the id each run got is written to `synced.jsonl` as soon as it is
-created, and the new run carries the tag `mlflow_dl.offline_run_id`, so a sync
-killed between the two finds it again; a run whose every record was sent is
-written as done and skipped afterwards. Resending a run is harmless: metric
-points with the same key, value, timestamp and step are kept once by MLflow's
-SQL stores, params accept the same value, tags and artifacts overwrite,
-datasets and model outputs are linked once. A local run tagged
-`mlflow_dl.server_run_id` (the run `mlflow run` created before the server went
-away) is filled in on the server under that id instead of being created.
+Two passes, parents first: create each run on the server (original start time, name, new parent id), then send
+the rest with original timestamps and steps, local run and model ids rewritten to the new ones. Idempotent: each
+new id goes to `synced.jsonl` at once, the run is tagged `mlflow_dl.offline_run_id`, and resending is harmless.
+A local run tagged `mlflow_dl.server_run_id` is filled in on the server under that id instead of created.
 """
 
 from __future__ import annotations
