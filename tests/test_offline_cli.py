@@ -373,7 +373,7 @@ def test_server_lost_during_tune_the_rest_trains_offline_then_sync(tmp_path):
 def test_main_with_the_server_down_trains_everything_then_sync_and_promote(tmp_path):
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    out, _ = _cli(["main", "--epochs", "2"], env, tmp_path, timeout=1500)
+    out, _ = _cli(["main", "--epochs", "1"], env, tmp_path, timeout=1500)
     store = _assert_journaled(out, port, tmp_path)
     steps = [line for line in out.stdout.splitlines() if re.match(r"(train|sweep|multi_input|pca|tune|rnn_vs_lstm) ", line)]
     assert len(steps) == 13, out.stdout  # 3 trainings, 6 sweeps, multi_input, pca, tune, rnn_vs_lstm
