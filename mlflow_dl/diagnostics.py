@@ -25,7 +25,8 @@ def ljungbox_lag(n: int) -> int:
     return max(1, min(10, n // 5))
 
 
-def _pvalue(test) -> float:
+def pvalue(test) -> float:
+    """A statistical test's p-value, NaN when the residuals are too few for it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # KPSS: p-value outside its table is clipped, and says so
@@ -44,12 +45,12 @@ def residual_tests(resid) -> dict[str, float]:
     r = np.asarray(resid, np.float64)
     lag = ljungbox_lag(len(r))
     return {
-        "resid_adf_pvalue": _pvalue(lambda: adfuller(r, autolag="AIC")[1]),
-        "resid_kpss_pvalue": _pvalue(lambda: kpss(r, regression="c", nlags="auto")[1]),
-        "resid_shapiro_pvalue": _pvalue(lambda: stats.shapiro(r).pvalue) if len(r) >= 3 else math.nan,
-        "resid_ljungbox_pvalue": _pvalue(lambda: acorr_ljungbox(r, lags=[lag])["lb_pvalue"].iloc[0]),
+        "resid_adf_pvalue": pvalue(lambda: adfuller(r, autolag="AIC")[1]),
+        "resid_kpss_pvalue": pvalue(lambda: kpss(r, regression="c", nlags="auto")[1]),
+        "resid_shapiro_pvalue": pvalue(lambda: stats.shapiro(r).pvalue) if len(r) >= 3 else math.nan,
+        "resid_ljungbox_pvalue": pvalue(lambda: acorr_ljungbox(r, lags=[lag])["lb_pvalue"].iloc[0]),
         "resid_ljungbox_lag": float(lag),
-        "resid_gq_pvalue": _pvalue(lambda: het_goldfeldquandt(r, add_constant(np.arange(len(r), dtype=float)))[1]),
+        "resid_gq_pvalue": pvalue(lambda: het_goldfeldquandt(r, add_constant(np.arange(len(r), dtype=float)))[1]),
         "resid_mean": float(r.mean()) if len(r) else math.nan,
     }
 

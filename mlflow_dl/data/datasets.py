@@ -42,7 +42,8 @@ def _bundled(name: str) -> tuple[pd.DataFrame, str, str]:
     return bunch.frame, "target", loader[1]
 
 
-def _read_csv(path: str) -> pd.DataFrame:
+def read_csv(path: str) -> pd.DataFrame:
+    """A user's CSV, or a one-line DataError saying why it cannot be read."""
     if not os.path.isfile(path):
         raise DataError(
             f"dataset={path!r}: no such file; expected a bundled name "
@@ -65,9 +66,18 @@ def _infer_task(y: pd.Series) -> str:
     return "regression"
 
 
-def _short(names, limit: int = 8) -> str:
+def short_list(names, limit: int = 8) -> str:
+    """Column names for an error line: the first `limit`, then how many in all."""
     names = [str(n) for n in names]
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def check_target(frame: pd.DataFrame, target: str | None, dataset: str) -> None:
+    """A one-line DataError when a CSV names no target, or one that is not among its columns."""
+    if not target:
+        raise DataError(f"target is missing; a CSV needs --target, one of: {short_list(frame.columns)}")
+    if target not in frame.columns:
+        raise DataError(f"target={target!r} is not a column of {dataset}; columns are: {short_list(frame.columns)}")
 
 
 def load_dataset(dataset: str, target: str | None = None, task: str = "auto", dropna: bool = False) -> Dataset:
@@ -82,13 +92,10 @@ def load_dataset(dataset: str, target: str | None = None, task: str = "auto", dr
         source = f"sklearn.datasets.load_{dataset}"
         name = dataset
     else:
-        frame = _read_csv(dataset)
+        frame = read_csv(dataset)
         source = os.path.abspath(dataset)
         name = os.path.splitext(os.path.basename(dataset))[0]
-        if not target:
-            raise DataError(f"target is missing; a CSV needs --target, one of: {_short(frame.columns)}")
-    if target not in frame.columns:
-        raise DataError(f"target={target!r} is not a column of {dataset}; columns are: {_short(frame.columns)}")
+    check_target(frame, target, dataset)
 
     nans = frame.isna().sum()
     nans = nans[nans > 0]
@@ -102,7 +109,7 @@ def load_dataset(dataset: str, target: str | None = None, task: str = "auto", dr
     X = frame.drop(columns=[target])
     non_numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])]
     if non_numeric:
-        raise DataError(f"non-numeric feature columns: {_short(non_numeric)}; encode them as numbers or drop them")
+        raise DataError(f"non-numeric feature columns: {short_list(non_numeric)}; encode them as numbers or drop them")
     if X.shape[1] == 0:
         raise DataError(f"dataset={dataset!r} has no feature columns besides target={target!r}")
     X = X.astype("float32")

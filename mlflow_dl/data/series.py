@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mlflow_dl.data.datasets import Dataset, _read_csv, _short
+from mlflow_dl.data.datasets import Dataset, check_target, read_csv, short_list
 from mlflow_dl.errors import ConfigError, DataError
 
 SCALERS = ("minmax", "standard")
@@ -89,9 +89,9 @@ def _bundled(name: str) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
 
 def _parse_dates(frame: pd.DataFrame, column: str | None, dataset: str) -> pd.DatetimeIndex:
     if not column:
-        raise DataError(f"date_column is missing; a CSV series needs --date-column, one of: {_short(frame.columns)}")
+        raise DataError(f"date_column is missing; a CSV series needs --date-column, one of: {short_list(frame.columns)}")
     if column not in frame.columns:
-        raise DataError(f"date_column={column!r} is not a column of {dataset}; columns are: {_short(frame.columns)}")
+        raise DataError(f"date_column={column!r} is not a column of {dataset}; columns are: {short_list(frame.columns)}")
     parsed = pd.to_datetime(frame[column], errors="coerce", format="mixed")
     bad = parsed.isna()
     if bad.any():
@@ -156,7 +156,7 @@ def _fill(values: pd.DataFrame, n_train: int, where: str) -> pd.DataFrame:
     empty = train.columns[train.isna().all()]
     if len(empty):
         raise DataError(f"{where}: columns with no value in the training part ({n_train} rows): "
-                        f"{_short(empty)}; nothing to fill them from")
+                        f"{short_list(empty)}; nothing to fill them from")
     filled = pd.concat([train, values.iloc[n_train:]]).ffill()
     filled.index.freq = values.index.freq
     return filled
@@ -172,20 +172,17 @@ def load_series(spec: SeriesSpec) -> SeriesDataset:
         if not os.path.isfile(spec.dataset):
             raise DataError(f"dataset={spec.dataset!r}: no such file; expected {', '.join(BUNDLED_SERIES)} "
                             "or the path of a CSV file")
-        frame = _read_csv(spec.dataset)
+        frame = read_csv(spec.dataset)
         dates = _parse_dates(frame, spec.date_column, spec.dataset)
         frame = frame.drop(columns=[spec.date_column])
         target = spec.target
         name, source = os.path.splitext(os.path.basename(spec.dataset))[0], os.path.abspath(spec.dataset)
-        if not target:
-            raise DataError(f"target is missing; a CSV needs --target, one of: {_short(frame.columns)}")
-    if target not in frame.columns:
-        raise DataError(f"target={target!r} is not a column of {spec.dataset}; columns are: {_short(frame.columns)}")
+    check_target(frame, target, spec.dataset)
     if not pd.api.types.is_numeric_dtype(frame[target]) or pd.api.types.is_bool_dtype(frame[target]):
         raise DataError(f"target={target!r} is not numeric (dtype {frame[target].dtype}); a forecast needs numbers")
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise DataError(f"non-numeric feature columns: {_short(non_numeric)}; encode them as numbers or drop them")
+        raise DataError(f"non-numeric feature columns: {short_list(non_numeric)}; encode them as numbers or drop them")
     values = _equal_spacing(frame.astype("float64"), dates, spec, f"dataset={spec.dataset!r}")
     values = values.astype("float32")
     freq = values.index.freqstr or ""

@@ -33,7 +33,7 @@ class Splits:
         return len(self.preprocessing.classes or ())
 
 
-def _affine(scaler) -> tuple[np.ndarray, np.ndarray]:
+def affine(scaler) -> tuple[np.ndarray, np.ndarray]:
     """Any fitted sklearn scaler of the form x * a + b, as (a, b)."""
     if hasattr(scaler, "min_"):  # MinMaxScaler
         return scaler.scale_, scaler.min_
@@ -69,7 +69,7 @@ def split_and_scale(ds: Dataset, spec: DataSpec) -> Splits:
     train, val = _split(rest, n_val)
 
     x_scaler = (MinMaxScaler() if spec.scaler == "minmax" else StandardScaler()).fit(ds.X.iloc[train])
-    a, b = _affine(x_scaler)
+    a, b = affine(x_scaler)
     y = ds.y.to_numpy()
     y_scale, y_offset = 1.0, 0.0
     if ds.task == "regression" and spec.scale_y:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from mlflow_dl.data.preprocessing import Preprocessing
 from mlflow_dl.data.series import SeriesDataset, SeriesSpec, split_bounds
-from mlflow_dl.data.split import _affine
+from mlflow_dl.data.split import affine
 
 
 def window_view(x: np.ndarray, timesteps: int) -> np.ndarray:
@@ -76,7 +76,7 @@ def split_series(ds: SeriesDataset, spec: SeriesSpec, longest: int | None = None
     end_train, end_val = split_bounds(len(ds.X), spec, longest)
     cuts = {"train": slice(0, end_train), "val": slice(end_train, end_val), "test": slice(end_val, len(ds.X))}
     train_rows = ds.X.iloc[cuts["train"]]
-    a, b = _affine((MinMaxScaler() if spec.scaler == "minmax" else StandardScaler()).fit(train_rows))
+    a, b = affine((MinMaxScaler() if spec.scaler == "minmax" else StandardScaler()).fit(train_rows))
     y = ds.y.to_numpy(np.float64)
     y_scale, y_offset = 1.0, 0.0
     if spec.scale_y:

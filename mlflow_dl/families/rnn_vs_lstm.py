@@ -106,14 +106,14 @@ def log_parent(ds, series, trials) -> None:
 
     from statsmodels.tsa.stattools import adfuller, kpss
 
-    from mlflow_dl.diagnostics import _pvalue
+    from mlflow_dl.diagnostics import pvalue
     from mlflow_dl.tracking import plots, series_plots
 
     y = pd.Series(ds.y.to_numpy(np.float64), index=ds.dates, name=ds.y.name)
     # not `season`: under `mlflow run` that is the MLproject parameter as given (often empty)
     mlflow.log_params({"season_used": str(ds.season or 0), "season_source": ds.season_source})
-    mlflow.log_metrics({"target_adf_pvalue": _pvalue(lambda: adfuller(y, autolag="AIC")[1]),
-                        "target_kpss_pvalue": _pvalue(lambda: kpss(y, regression="c", nlags="auto")[1])})
+    mlflow.log_metrics({"target_adf_pvalue": pvalue(lambda: adfuller(y, autolag="AIC")[1]),
+                        "target_kpss_pvalue": pvalue(lambda: kpss(y, regression="c", nlags="auto")[1])})
     bounds = (series.dates["val"][0], series.dates["test"][0])
     fig = series_plots.series_profile(y, bounds)
     mlflow.log_figure(fig, "plots/profile_series.png")
