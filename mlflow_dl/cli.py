@@ -40,6 +40,33 @@ def _patience(value: str) -> int | None:
         raise click.BadParameter(f"got {value!r}; expected an integer >= 0 or 'none'") from None
 
 
+def prune_options(f):
+    """--prune and its settings: Optuna's rule stops losing trials (sweeps/pruning.py)."""
+    for option in reversed([
+        click.option("--prune", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+                     help="Stop trials whose val_loss falls behind, by Optuna's pruner "
+                     "(`--prune`, or `--prune true|false`)."),
+        click.option("--prune-rule", default="median", show_default=True, type=click.Choice(["median", "halving"]),
+                     help="median: Optuna's MedianPruner; halving: its SuccessiveHalvingPruner."),
+        click.option("--prune-warmup", default=None, type=int,
+                     help="Epochs no trial is judged on (default: a fifth of --epochs, at least 2)."),
+        click.option("--prune-startup", default=2, show_default=True, type=int,
+                     help="Trials that must finish before the median rule prunes."),
+    ]):
+        f = option(f)
+    return f
+
+
+def prune_spec(kw: dict):
+    """The PruneSpec of the --prune options (popped from `kw`), or None when --prune is off."""
+    on, rule, warmup, startup = (kw.pop(k) for k in ("prune", "prune_rule", "prune_warmup", "prune_startup"))
+    if not on:
+        return None
+    from mlflow_dl.sweeps.pruning import PruneSpec
+
+    return PruneSpec(rule=rule, warmup=warmup, startup=startup)
+
+
 def data_options(f):
     for option in reversed([
         click.option("--dataset", default="breast_cancer", show_default=True,
@@ -293,15 +320,17 @@ def _sweep_command(family: str) -> click.Command:
     @click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]),
                   help="Where trials run (default: inline, or processes with --workers > 1); ray needs mlflow-dl[ray].")
     @click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
+    @prune_options
     @trains_offline
     def command(workers, executor, ray_address, **kw):
+        prune = prune_spec(kw)
         grid = {o.name: kw.pop(o.name) for o in grid_options}
         spec = build_spec(kw)
         _quiet_tensorflow()
         from mlflow_dl.families import sweep as run_sweep
 
         result = run_sweep(family, data=spec.data, model=spec.model, fit=spec.fit, workers=workers,
-                           executor=executor, ray_address=ray_address,
+                           executor=executor, ray_address=ray_address, prune=prune,
                            experiment=kw["experiment"], **grid)
         click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")
         click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))
@@ -350,6 +379,7 @@ for _family in SWEEP_GRIDS:
 @click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
 @fit_options
+@prune_options
 @trains_offline
 def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
     """Which recurrent cell, how long a window? (a parent run, a child per cell x timesteps)"""
@@ -368,7 +398,8 @@ def rnn_vs_lstm(cells, timesteps, workers, experiment, **kw):
     _quiet_tensorflow()
     from mlflow_dl.families.rnn_vs_lstm import run
 
-    result = run(data, model, fit, cells=cells, timesteps=timesteps, workers=workers, experiment=experiment)
+    result = run(data, model, fit, cells=cells, timesteps=timesteps, workers=workers, experiment=experiment,
+                 prune=prune_spec(kw))
     click.echo(f"parent run {result.parent_run_id}: best run {result.best_run_id}")
     columns = [c for c in ("rank", "trial", "approach", "test_mae", "test_rmse", "test_mase", "model_val_loss", "status")
                if c in result.table]
@@ -394,12 +425,14 @@ sweep.add_command(rnn_vs_lstm, name="rnn_vs_lstm")
 @click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]))
 @click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: mlflow-dl).")
+@prune_options
 def custom_sweep(model_ref, grid, data, target, patience, **kw):
     """Which values of your own model's arguments are best? (a parent run, a child per grid point)"""
+    prune = prune_spec(kw)
     _quiet_tensorflow()
     from mlflow_dl.families.custom import sweep_model
 
-    result = sweep_model(model_ref, grid, data, target or None, patience=_patience(patience), **kw)
+    result = sweep_model(model_ref, grid, data, target or None, patience=_patience(patience), prune=prune, **kw)
     click.echo(f"parent run {result.parent_run_id}: {len(result.table)} trials, best run {result.best_run_id}")
     click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))
 

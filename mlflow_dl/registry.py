@@ -23,6 +23,8 @@ KEY_TAG = "mlflow_dl.comparability_key"  # = tracking.comparability.KEY_TAG (not
 DATASET_TAG = "mlflow_dl.comparability.dataset"
 NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # = tracking.callback.NONFINITE_TAG
 MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # = tracking.callback.MODEL_SKIPPED_TAG
+PRUNED_TAG = "mlflow_dl.pruned_at_epoch"  # = sweeps.pruning.PRUNED_TAG
+REFINES_TAG = "mlflow_dl.refines"  # = sweeps.refine.REFINES_TAG
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Candidate:
     start_time: int
     dataset: str
     key: str
+    pruned: bool = False  # stopped by a sweep's pruner: ranked after every run that was not
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def _candidate(run) -> Candidate:
         total = 2**62  # unknown size loses every tie
     return Candidate(run_id=run.info.run_id, value=float(run.data.metrics.get(METRIC, math.inf)), total_params=total,
                      start_time=int(run.info.start_time or 0),
-                     dataset=tags.get(DATASET_TAG) or params.get("data.dataset", "?"), key=tags.get(KEY_TAG, ""))
+                     dataset=tags.get(DATASET_TAG) or params.get("data.dataset", "?"), key=tags.get(KEY_TAG, ""),
+                     pruned=PRUNED_TAG in tags)
 
 
 def _quote(value: str) -> str:
@@ -120,7 +124,7 @@ def _several_keys(client, experiment_id: str, where: list[str], keys: list[str],
 def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | None = None, key: str | None = None,
            client=None) -> list[Candidate]:
     """The candidates of the one comparability key in scope, best first: lowest model_val_loss,
-    ties -> fewer params -> earlier start. At most a page beyond the ties.
+    ties -> fewer params -> earlier start; a pruned trial after every other. At most a page beyond the ties.
 
     Raises PromotionError with one line when the scope holds no candidate or several keys
     (listing them), ConfigError when the experiment does not exist.
@@ -147,7 +151,7 @@ def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | Non
                                   filter_string=" and ".join(where + [f"metrics.{METRIC} <= {best_value!r}"]),
                                   order_by=[f"metrics.{METRIC} ASC"], max_results=5000)
     return sorted(map(_candidate, filter(_eligible, runs)),
-                  key=lambda c: (c.value, c.total_params, c.start_time, c.run_id))
+                  key=lambda c: (c.pruned, c.value, c.total_params, c.start_time, c.run_id))
 
 
 def _eligible(run) -> bool:

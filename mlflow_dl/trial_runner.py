@@ -33,6 +33,7 @@ class TrialResult:
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     history: dict = field(default_factory=dict)  # per-epoch values under Keras' names
+    pruned_at_epoch: int | None = None  # the epoch a sweep's pruner stopped the fit at (the run is FINISHED)
 
     @property
     def best_val_loss(self) -> float:
@@ -125,10 +126,11 @@ def test_plot(splits: Splits, raw: np.ndarray):
     return "plots/confusion_matrix.png", plots.confusion_matrix(splits.y_test, pred, prep.classes)
 
 
-def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCallback:
-    """model.fit on the splits with early stopping (if patience is set) and the MLflow callback last."""
+def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec, before=()) -> MlflowCallback:
+    """model.fit on the splits with early stopping (if patience is set), `before` (a pruner's callback) and
+    the MLflow callback last."""
     fit = spec.fit
-    callbacks = []
+    callbacks = list(before)
     if fit.patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
@@ -163,16 +165,17 @@ def mlp_builder(spec: TrialSpec, splits: Splits) -> keras.Model:
 
 def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_name: str | None = None,
               experiment: str | None = None, parent_run_id: str | None = None, extra_params: dict | None = None,
-              raise_errors: bool = True, build_model=mlp_builder, after_fit=None) -> TrialResult:
+              raise_errors: bool = True, build_model=mlp_builder, after_fit=None, prune=None) -> TrialResult:
     """Fit one spec in its own run; the run ends FINISHED, or FAILED with the reason tagged.
 
     `build_model(spec, splits) -> compiled keras.Model` (default: the MLP of spec.model); `after_fit(model,
     splits) -> metrics` logs a family's extras inside the run. With raise_errors=False (sweeps) an Exception comes
-    back as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
+    back as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED. `prune`: the sweep's
+    PruneSpec; a trial its pruner stops ends FINISHED, tagged with the epoch and the reason.
     """
     tf_runtime.apply_grappler_choice()
     keras.utils.set_random_seed(spec.fit.seed)
-    run_id, tracker = None, None
+    run_id, tracker, pruning, metrics = None, None, None, {}
     try:
         with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
             run_id = run.info.run_id
@@ -182,9 +185,17 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 run_id, params=[Param(k, str(v)) for k, v in params.items()],
                 tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
             runs.log_dataset(dataset_input(ds))
+            if prune is not None:
+                from mlflow_dl.sweeps import prune_callback
+
+                pruning = prune_callback.start(prune, spec.fit.epochs)
             started = time.perf_counter()
-            tracker = fit_tracked(model, splits, spec)
+            tracker = fit_tracked(model, splits, spec, before=[pruning] if pruning else [])
             fit_seconds = time.perf_counter() - started
+            if pruning is not None and pruning.pruned_at is not None:
+                from mlflow_dl.sweeps.pruning import PRUNED_TAG, REASON_TAG
+
+                mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
             if tracker.diverged_at is not None:
                 raise TrainingError(f"{tracker.divergence()}; "
                                     f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
@@ -208,6 +219,8 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
                                     "journal for `mlflow-dl sync`")
     except Exception as exc:
+        if pruning is not None:
+            prune_callback.finish(pruning, None, failed=True)
         if raise_errors or run_id is None:
             raise
         return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
@@ -217,4 +230,9 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
         # scans millions of objects (as long as a short fit); Python's own collector frees
         # the old model's cycles soon enough
         keras.backend.clear_session(free_memory=False)
-    return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics, history=tracker.history)
+    pruned_at = None
+    if pruning is not None:
+        prune_callback.finish(pruning, metrics.get("model_val_loss"))
+        pruned_at = pruning.pruned_at
+    return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics, history=tracker.history,
+                       pruned_at_epoch=pruned_at)

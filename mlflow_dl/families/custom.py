@@ -243,13 +243,14 @@ def _tf_data_rows(dataset):
 def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 20, batch_size: int = 32,
                 patience: int | None = None, task: str = "auto", scaler: str = "minmax", seed: int = 42,
                 workers: int = 1, executor: str | None = None, ray_address: str = "auto",
-                experiment: str | None = None, progress: bool = True, echo=None):
+                experiment: str | None = None, progress: bool = True, echo=None, prune=None):
     """Fit `build(**point)` (a compiled keras.Model) at every point of `grid` (a dict of lists, crossed).
 
     `build`: a function or its name `package.module:function`; workers > 1 and Ray import it by name, so a
     function defined in a notebook or `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the
     `target` column, a tf.data.Dataset of (features, target) rows, or a CSV path (or bundled data set name).
-    `scaler` is fitted on the training rows; the served model takes raw rows. Returns the runner's SweepResult.
+    `scaler` is fitted on the training rows; the served model takes raw rows. `prune`: True (or a
+    sweeps.pruning.PruneSpec) stops losing trials early. Returns the runner's SweepResult.
     """
     from mlflow_dl.sweeps.runner import sweep
 
@@ -270,7 +271,7 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
             data, target = path, column
         spec = DataSpec(dataset=str(data), target=target, task=task, scaler=scaler, seed=seed)
         return sweep(sys.modules[__name__], data=spec, fit=fit, workers=workers, executor=executor,
-                     ray_address=ray_address,
+                     ray_address=ray_address, prune=prune,
                      experiment=experiment, progress=progress, echo=echo, build=ref, grid=grid)
 
 

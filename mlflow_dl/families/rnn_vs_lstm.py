@@ -212,11 +212,11 @@ def rank_table(table: pd.DataFrame, ds, series, trials) -> pd.DataFrame:
 
 
 def run(data=None, model=None, fit=None, cells=None, timesteps=None, workers: int = 1,
-        experiment: str | None = None, progress: bool = True):
+        experiment: str | None = None, progress: bool = True, prune=None):
     """The sweep from Python: `run(SeriesSpec("co2", interpolate=True), RecurrentSpec(units=(16,)))`."""
     from mlflow_dl.data.series import SeriesSpec
     from mlflow_dl.models.recurrent import RecurrentSpec
     from mlflow_dl.sweeps.runner import sweep
 
     return sweep(sys.modules[__name__], data=data or SeriesSpec(), model=model or RecurrentSpec(), fit=fit,
-                 workers=workers, experiment=experiment, progress=progress, cells=cells, timesteps=timesteps)
+                 workers=workers, experiment=experiment, progress=progress, prune=prune, cells=cells, timesteps=timesteps)

@@ -13,7 +13,7 @@ from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
     """One row per trial: swept values, model_val_loss (what ranks), best_val_loss, best_epoch, train
-    loss there, test metrics, status."""
+    loss there, test metrics, status, epochs trained and the epoch a pruner stopped the trial at (NaN: not pruned)."""
     rows = []
     for trial, result in zip(trials, results):
         m = result.metrics
@@ -26,6 +26,8 @@ def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
             **{k: v for k, v in m.items() if k.startswith("test_")},
             "total_params": m.get("total_params", math.nan),
             "status": result.status,
+            "epochs_trained": len(result.history.get("loss", ())),
+            "pruned_at_epoch": math.nan if getattr(result, "pruned_at_epoch", None) is None else result.pruned_at_epoch,
             "fit_seconds": m.get("fit_seconds", math.nan),
             "error": result.error or "",
             "run_id": result.run_id,
@@ -35,14 +37,18 @@ def results_table(trials: list[Trial], results: list) -> pd.DataFrame:
 
 def best_row(table: pd.DataFrame) -> pd.Series | None:
     """The row with the lowest model_val_loss (the logged model's own validation loss); ties go to
-    fewer params, then to the earlier row. None when no row has a finite one."""
+    fewer params, then to the earlier row; a pruned trial only when no other has a finite one. None when no
+    row has a finite one."""
     values = pd.to_numeric(table["model_val_loss"], errors="coerce") if "model_val_loss" in table else None
     if values is None or not np.isfinite(values).any():
         return None
     ranked = table.assign(_value=values, _params=pd.to_numeric(table["total_params"], errors="coerce")
                           if "total_params" in table else math.nan,
-                          _row=np.arange(len(table)))
-    ranked = ranked[np.isfinite(ranked["_value"])].sort_values(["_value", "_params", "_row"], na_position="last")
+                          _row=np.arange(len(table)),
+                          _pruned=pd.to_numeric(table["pruned_at_epoch"], errors="coerce").notna()
+                          if "pruned_at_epoch" in table else False)
+    ranked = ranked[np.isfinite(ranked["_value"])].sort_values(["_pruned", "_value", "_params", "_row"],
+                                                               na_position="last")
     return table.loc[ranked.index[0]]
 
 
@@ -80,6 +86,12 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
         ax.plot(curve[axis.key], curve["best_val_loss"], "o-", label="validation loss (best)")
         ax.fill_between(curve[axis.key], curve["train_loss_at_best"], curve["best_val_loss"], alpha=0.15,
                         label="train/validation gap")
+        cut = _pruned(done)
+        if len(cut):
+            ax.plot(cut[axis.key], cut["best_val_loss"], "x", color="red", markersize=9, label="pruned (stop epoch)")
+            for _, row in cut.iterrows():
+                ax.annotate(f"pruned@{int(row['pruned_at_epoch'])}", (row[axis.key], row["best_val_loss"]),
+                            fontsize=7, color="red", xytext=(3, 3), textcoords="offset points")
         if axis.log:
             ax.set_xscale("log")
             # plain tick labels (0.001, not 10^-3): no mathtext, whose parser is slow to set up
@@ -92,7 +104,17 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
                 ax.axvline(knee_value, color="red", linestyle="--", label=f"knee {knee_value:.3g}")
         ax.set_xlabel(axis.label)
     else:
-        ax.bar(done["trial"], done["best_val_loss"], label="validation loss (best)")
+        cut = _pruned(done)
+        bars = ax.bar(done["trial"], done["best_val_loss"], label="validation loss (best)")
+        for bar, trial in zip(bars, done["trial"]):
+            if trial in set(cut["trial"]):  # pruned: hatched, its stop epoch on top
+                pruned_at = cut[cut["trial"] == trial]["pruned_at_epoch"].iloc[0]
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+                ax.annotate(f"pruned@{int(pruned_at)}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            fontsize=6, color="red", ha="center", va="bottom")
+        if len(cut):
+            bars[0].set_label("validation loss (best); hatched: pruned")
         ax.plot(done["trial"], done["train_loss_at_best"], "o", color="black", label="train loss (at best epoch)")
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     ax.set_ylabel("loss")
@@ -105,9 +127,16 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     figures["plots/loss_vs_swept_value.png"] = fig
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    stops = {}
+    if "pruned_at_epoch" in table:
+        stops = {row["trial"]: int(row["pruned_at_epoch"]) for _, row in _pruned(table).iterrows()}
     for name, history in histories.items():
         if "val_loss" in history:
-            ax.plot(history["val_loss"], label=name)
+            if name in stops:  # dashed, ending in a cross at the epoch the pruner stopped it
+                line, = ax.plot(history["val_loss"], "--", label=f"{name} (pruned at {stops[name]})")
+                ax.plot(len(history["val_loss"]) - 1, history["val_loss"][-1], "x", color=line.get_color())
+            else:
+                ax.plot(history["val_loss"], label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val_loss")
     ax.set_title("validation loss of every trial")
@@ -115,6 +144,13 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     plots.fixed_margins(fig)
     figures["plots/val_loss_curves.png"] = fig
     return figures, knee_value
+
+
+def _pruned(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of pruned trials."""
+    if "pruned_at_epoch" not in table:
+        return table.iloc[:0]
+    return table[pd.to_numeric(table["pruned_at_epoch"], errors="coerce").notna()]
 
 
 def value_figures(table: pd.DataFrame, keys: list[str]) -> dict:

@@ -30,7 +30,7 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
     return run_trial(ds, splits, trial.spec, family=family.rpartition(".")[2], run_name=trial.name, parent_run_id=parent_run_id,
                      extra_params={"trial": trial.name, "data.train_fraction": str(trial.train_fraction),
                                    **{f"trial.{k}": str(v) for k, v in trial.values.items()}},
-                     raise_errors=False, **builder)
+                     raise_errors=False, prune=trial.prune, **builder)
 
 
 def inline(trials, ds, splits, family, parent_run_id, on_result):

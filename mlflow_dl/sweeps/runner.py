@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -70,14 +70,19 @@ def _warn_sqlite_workers(workers: int) -> None:
 
 def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
           workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
-          executor: str | None = None, ray_address: str = "auto", **grid) -> SweepResult:
+          executor: str | None = None, ray_address: str = "auto", prune=None, refines: str | None = None,
+          linked=None, **grid) -> SweepResult:
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
 
     `family`: a module holding QUESTION, AXIS and `trials(base, **grid)` (optionally load_data, bind, parent_params,
     rank_table, log_comparison, log_parent); workers and Ray import it by module name. `executor`: inline
     (workers=1), processes (workers>1) or ray (tasks on the cluster at `ray_address`). Bad grids fail before any
     run; a failing trial ends FAILED and the sweep goes on; Ctrl-C ends the parent KILLED, its table logged.
+    `prune`: True or a sweeps.pruning.PruneSpec stops losing trials early by Optuna's rule. `refines`, `linked`
+    (refine.py): the coarse parent this sweep refines, and its trials' table rows and curves shown beside the new.
     """
+    from mlflow_dl.sweeps import pruning
+
     from mlflow_dl.runtime import heap
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
@@ -89,6 +94,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     if executor not in ("inline", "processes", "ray"):
         raise ConfigError(f"executor={executor!r} is invalid; expected inline, processes or ray")
     base = TrialSpec(data=data or DataSpec(), model=model or ModelSpec(), fit=fit or FitSpec())
+    prune = pruning.as_spec(prune)
     try:
         trials = module.trials(base, **{k: v for k, v in grid.items() if v is not None})
     except TypeError as exc:
@@ -120,8 +126,16 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
         # the next full collection scans all that TensorFlow loaded inside the parent run
         with heap.frozen(), runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
             parent_id = parent.info.run_id
+            if prune is not None:  # the study every trial's process reports to
+                prune = pruning.start_study(prune, mlflow.get_tracking_uri(), parent_id)
+                trials = [replace(t, prune=prune) for t in trials]
+            if refines is not None:
+                from mlflow_dl.sweeps.refine import REFINES_TAG
+
+                mlflow.set_tags({REFINES_TAG: refines, **linked.tags})
             shared = module.parent_params(base) if hasattr(module, "parent_params") else base.params()
             mlflow.log_params({**shared, "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
+                               "sweep.prune": prune.describe(base.fit.epochs) if prune else "off",
                                **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
             heap.take_in()  # the store's first connection: not garbage, and not the trials' to scan
             results: list = [None] * len(trials)
@@ -145,6 +159,14 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
             failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too
             done = [(t, r) for t, r in zip(trials, results) if r is not None]
             table = compare.results_table([t for t, _ in done], [r for _, r in done])
+            histories = {t.name: r.history for t, r in done}
+            epochs = [int(n) for n in table["epochs_trained"]] if len(table) else []
+            pruned = [p == p for p in table["pruned_at_epoch"]] if len(table) else []  # NaN: not pruned
+            mlflow.log_metrics({"epochs_trained": sum(epochs), "n_pruned": sum(pruned), "epochs_full_grid":
+                                pruning.full_grid_epochs(epochs, pruned, [t.spec.fit.epochs for t, _ in done])})
+            if linked is not None:  # the coarse sweep's trials, linked (not retrained), before the new ones
+                table = linked.join(table)
+                histories = {**linked.histories, **histories}
             finished = table[table["status"] == "FINISHED"] if len(table) else table
             best_run_id = None
             if len(finished) and (best := compare.best_row(finished)) is not None:
@@ -160,15 +182,14 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
             if len(finished):
                 from mlflow_dl.tracking import plots  # matplotlib: after the workers' start, not before it
 
-                figures, knee_value = compare.comparison_figures(
-                    table, {t.name: r.history for t, r in done}, module.AXIS)
+                figures, knee_value = compare.comparison_figures(table, histories, module.AXIS)
                 for artifact, fig in figures.items():
                     mlflow.log_figure(fig, artifact)
                     plots.close(fig)
                 if knee_value is not None:
                     mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
                 if hasattr(module, "log_comparison"):  # a family's own comparisons (one per swept key)
-                    module.log_comparison(table, {t.name: r.history for t, r in done})
+                    module.log_comparison(table, histories)
             if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
                 module.log_parent(ds, splits, trials)
             if interrupted is not None:
