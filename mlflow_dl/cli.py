@@ -464,10 +464,12 @@ def diagnose(run_id):
 @click.option("--directory", default="keras_tuner", show_default=True, help="Where keras-tuner keeps its state.")
 @click.option("--allow-remote-oracle", is_flag=True,
               help="Accept a non-loopback KERASTUNER_ORACLE_IP (its gRPC service has no authentication).")
+@prune_options
 @trains_offline
 def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, search_id, directory, allow_remote_oracle,
          **kw):
     """Let keras-tuner search: a parent run per search, a child per trial."""
+    prune = prune_spec(kw)
     if model == "recurrent":
         from mlflow_dl.data.series import SeriesSpec
 
@@ -485,7 +487,7 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
     _quiet_tensorflow()
     from mlflow_dl.sweeps.tuner_bridge import run_search  # keras-tuner, TensorFlow: once the search is usable
 
-    result = run_search(plan, experiment=kw["experiment"], directory=directory, echo=click.echo)
+    result = run_search(plan, experiment=kw["experiment"], directory=directory, echo=click.echo, prune=prune)
     click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "
                f"{len(result.table)} trials, best run {result.best_run_id}")
 

@@ -82,3 +82,21 @@ def test_prune_on_the_cli_and_bad_settings(tracking_store, capsys):
     assert PRUNED_TAG in children_of(parent.info.run_id)["lr=5"].data.tags
     code, _, err = cli(["sweep", "learning_rate", "--lrs", "0.01", "--prune", "--prune-warmup", "0"], capsys)
     assert code == 2 and err.count("\n") == 1 and "prune_warmup=0" in err
+
+
+def test_tune_prunes_by_the_same_rule(tmp_path, tracking_store):
+    from mlflow_dl.config import DataSpec
+    from mlflow_dl.sweeps.tuner_bridge import tune
+
+    (tmp_path / "space.yaml").write_text("layers: 1\nnodes: 8\nlr: [0.01, 0.003, 5.0]\ndropout: 0\nl1: 0\nl2: 0\n")
+    result = tune(DataSpec(), tuner="grid", max_trials=3, epochs=4, space=str(tmp_path / "space.yaml"),
+                  search_id="pruned", echo=lambda _: None, prune=EAGER)
+    children = {r.data.params["hp.lr"]: r for r in all_runs()
+                if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id}
+    diverging = children["5.0"]
+    assert diverging.info.status == "FINISHED" and 1 <= int(diverging.data.tags[PRUNED_TAG]) < 3
+    assert PRUNED_TAG not in children["0.01"].data.tags
+    assert result.best_run_id != diverging.info.run_id
+    table = parent_table(result.parent_run_id)
+    assert table["pruned_at_epoch"].notna().sum() >= 1
+    assert mlflow.get_run(result.parent_run_id).data.tags["tune.prune"].startswith("optuna MedianPruner")

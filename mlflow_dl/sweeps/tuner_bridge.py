@@ -27,7 +27,7 @@ from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.sweeps import compare
+from mlflow_dl.sweeps import compare, pruning as pruning_module
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trial_specs import Axis
 from mlflow_dl.tracking import failover, plots, runs
@@ -90,6 +90,7 @@ class _Bridge:
         # each trial this process ended, as children_table reads it from MLflow: the summary when
         # the server went away during the search (tracking/failover.py) and the children are in two stores
         self.ended: dict[str, tuple[dict, list[float]]] = {}
+        self.prune = None  # the search's PruneSpec (its Optuna study) when `tune` prunes: not with Hyperband
 
     @property
     def client(self) -> mlflow.MlflowClient:
@@ -158,11 +159,29 @@ class _Bridge:
             mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
             kwargs.pop("batch_size", None)
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
+        pruning = None
+        if self.prune is not None:  # the same Optuna rule as the sweeps', reported to by this trial's fit
+            from mlflow_dl.sweeps import prune_callback
+
+            pruning = prune_callback.start(self.prune, int(kwargs.get("epochs") or self.base.fit.epochs))
         try:
             with tf_runtime.own_fit():  # in the CLI's process; nothing in a user's
-                return model.fit(*args, callbacks=[*callbacks, self.tracker], **kwargs)
+                history = model.fit(*args, callbacks=[*callbacks, *([pruning] if pruning else []), self.tracker],
+                                    **kwargs)
+        except BaseException:
+            if pruning is not None:
+                prune_callback.finish(pruning, None, failed=True)
+            raise
         finally:
             self.tracker.release()
+        if pruning is not None:
+            if pruning.pruned_at is not None:
+                self.client.log_batch(self.child_id, tags=[
+                    RunTag(pruning_module.PRUNED_TAG, str(pruning.pruned_at)),
+                    RunTag(pruning_module.REASON_TAG, pruning.reason)])
+                self._tags[pruning_module.PRUNED_TAG] = str(pruning.pruned_at)
+            prune_callback.finish(pruning, self.tracker.summary().get("model_val_loss"))
+        return history
 
     def abort(self, error: BaseException) -> None:
         """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""
@@ -286,6 +305,7 @@ def _row(run_id: str, status: str, metrics: dict, params: dict, tags: dict) -> d
         "train_loss_at_best": metrics.get("best_epoch_loss", float("nan")),
         "total_params": float(params.get("model.total_params", "nan")),
         "status": status, "tuner_status": tags.get(STATUS_TAG, ""),
+        "pruned_at_epoch": float(tags.get(pruning_module.PRUNED_TAG, "nan")),
         "error": tags.get(runs.ERROR_TAG, ""), "run_id": run_id,
     }
 
@@ -334,6 +354,8 @@ def _best_child(tuner, finished: pd.DataFrame) -> pd.Series | None:
     except Exception:  # noqa: BLE001 - an oracle without scores: fall back to val_loss
         best_trials = []
     ids = {t.trial_id for t in best_trials}
+    kept = finished[finished["pruned_at_epoch"].isna()] if "pruned_at_epoch" in finished else finished
+    finished = kept if len(kept) else finished  # a pruned trial is the best only when no other finished
     mine = finished[finished["trial_id"].isin(ids)]
     return mine.iloc[0] if len(mine) else compare.best_row(finished)
 
@@ -378,20 +400,31 @@ def summarize_search(tuner, parent_id: str, experiment_id: str,
 def tune(data=None, tuner: str = "random", max_trials: int = 10, epochs: int = 10,
          space: str | None = None, model: str = "mlp", search_id: str | None = None, batch_size: int = 32,
          experiment: str | None = None, directory: str = "keras_tuner", allow_remote_oracle: bool = False,
-         echo=print) -> TuneResult:
+         echo=print, prune=None) -> TuneResult:
     """Run (or resume, same `search_id`) a keras-tuner search with every trial an MLflow child run.
 
     `data` is a DataSpec (model="mlp", default breast_cancer) or, for model="recurrent", a SeriesSpec; all input is
     checked before a run or tuner starts. In keras-tuner's distributed mode the chief serves the oracle and writes
-    the parent's summary; each worker logs its trials under the same parent (found by the search id).
+    the parent's summary; each worker logs its trials under the same parent (found by the search id). `prune`:
+    True (or a PruneSpec) stops trials by the sweeps' Optuna rule; with tuner="hyperband" Hyperband is the pruner.
     """
     plan = plan_search(data, tuner, max_trials, epochs, space, model, search_id, batch_size, allow_remote_oracle)
-    return run_search(plan, experiment=experiment, directory=directory, echo=echo)
+    return run_search(plan, experiment=experiment, directory=directory, echo=echo, prune=prune)
+
+
+def _pruning(prune, tuner: str, parent_id: str):
+    """The search's PruneSpec with its study made (every process of the search opens the same one); None
+    for Hyperband, whose brackets already stop trials early and resume them from checkpoints."""
+    prune = pruning_module.as_spec(prune)
+    if prune is None or tuner == "hyperband":
+        return None
+    return pruning_module.start_study(prune, mlflow.get_tracking_uri(), parent_id)
 
 
 def run_search(plan: SearchPlan, experiment: str | None = None, directory: str = "keras_tuner",
-               echo=print) -> TuneResult:
+               echo=print, prune=None) -> TuneResult:
     """Run a search `search_plan.plan_search` checked (and loaded the data of): the parent run, the trials."""
+    pruning_module.as_spec(prune)  # a bad value fails before any run
     data, tuner, model, space_map, search_id, role = (plan.data, plan.tuner, plan.model, plan.space_map,
                                                       plan.search_id, plan.role)
     max_trials, epochs, batch_size, fit, ds, splits = (plan.max_trials, plan.epochs, plan.batch_size, plan.fit,
@@ -420,6 +453,7 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
             pass
         bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
                          resumed=True)
+        bridge.prune = _pruning(prune, tuner, parent.info.run_id)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
     run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
@@ -434,6 +468,10 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
         mlflow.set_tag("tune.max_trials", str(max_trials))
         bridge = _Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
                          resumed=parent is not None)
+        bridge.prune = _pruning(prune, tuner, run_id)
+        if pruning_module.as_spec(prune) is not None:
+            mlflow.set_tag("tune.prune", "keras-tuner Hyperband" if tuner == "hyperband"
+                           else bridge.prune.describe(epochs))
         result = _search(bridge, role, tuner, max_trials, epochs, directory)
     except BaseException as exc:
         runs.end_run(run_id, exc)
