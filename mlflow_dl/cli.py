@@ -438,6 +438,30 @@ def custom_sweep(model_ref, grid, data, target, patience, **kw):
 
 
 @cli.command()
+@click.argument("parent_run_id")
+@click.option("--trials", default=4, show_default=True, type=int,
+              help="New trials, spread between the best's neighbours on each numeric axis (crossed).")
+@click.option("--data", default=None, help="The coarse sweep's CSV again, when it moved (its digest must match).")
+@click.option("--target", default=None, help="Target column of --data.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes that take trials: this one and N-1 local workers.")
+@click.option("--executor", default=None, type=click.Choice(["inline", "processes", "ray"]))
+@click.option("--ray-address", default="auto", show_default=True, help="auto or ray://HOST:PORT.")
+@prune_options
+@needs_server("refine", "read the coarse sweep and log the refined one beside it")
+def refine(parent_run_id, trials, data, target, **kw):
+    """Refine a sweep near its best: a new parent (tag mlflow_dl.refines) with trials between the best's neighbours."""
+    prune = prune_spec(kw)
+    _quiet_tensorflow()
+    from mlflow_dl.sweeps.refine import refine as refine_fn
+
+    result = refine_fn(parent_run_id, trials=trials, data=data or None, target=target or None, prune=prune,
+                       echo=click.echo, **kw)
+    click.echo(f"parent run {result.parent_run_id} refines {parent_run_id}: {len(result.table)} trials "
+               f"(the coarse ones linked), best run {result.best_run_id}")
+    click.echo(result.table.drop(columns=["run_id", "error"]).to_string(index=False))
+
+
+@cli.command()
 @click.argument("run_id")
 @needs_server("diagnose", "read the run's residuals and log the diagnostics")
 def diagnose(run_id):

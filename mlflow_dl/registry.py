@@ -122,17 +122,20 @@ def _several_keys(client, experiment_id: str, where: list[str], keys: list[str],
 
 
 def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | None = None, key: str | None = None,
-           client=None) -> list[Candidate]:
+           client=None, follow_refines: bool = True) -> list[Candidate]:
     """The candidates of the one comparability key in scope, best first: lowest model_val_loss,
     ties -> fewer params -> earlier start; a pruned trial after every other. At most a page beyond the ties.
 
     Raises PromotionError with one line when the scope holds no candidate or several keys
-    (listing them), ConfigError when the experiment does not exist.
+    (listing them), ConfigError when the experiment does not exist. A refined sweep's `parent_run_id` also
+    takes in the trials of the sweeps it refines (`follow_refines`).
     """
     client = client or _client()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"experiment={experiment!r} not found; expected the name of an existing experiment")
+    if parent_run_id and follow_refines and len(chain := sweep_chain(client, parent_run_id)) > 1:  # a refined sweep and those it refines
+        return _ranked_chain(experiment, chain, dataset, key, client)
     where = _where(parent_run_id, dataset, key)
     scope = _scope(experiment, parent_run_id, dataset, key)
     runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(where),
@@ -152,6 +155,38 @@ def ranked(experiment: str, parent_run_id: str | None = None, dataset: str | Non
                                   order_by=[f"metrics.{METRIC} ASC"], max_results=5000)
     return sorted(map(_candidate, filter(_eligible, runs)),
                   key=lambda c: (c.pruned, c.value, c.total_params, c.start_time, c.run_id))
+
+
+def sweep_chain(client, parent_run_id: str) -> list[str]:
+    """The sweep `parent_run_id` and every sweep it refines (tag mlflow_dl.refines), newest first."""
+    chain = [parent_run_id]
+    while len(chain) < 100:
+        try:
+            coarse = client.get_run(chain[-1]).data.tags.get(REFINES_TAG)
+        except Exception:  # noqa: BLE001 - not a run here: the usual "no candidate" answer follows
+            break
+        if not coarse or coarse in chain:
+            break
+        chain.append(coarse)
+    return chain
+
+
+def _ranked_chain(experiment: str, chain: list[str], dataset, key, client) -> list[Candidate]:
+    """`ranked` over the children of every sweep in a refine chain, as one scope of one key."""
+    found = []
+    for parent in chain:
+        try:
+            found += ranked(experiment, parent, dataset, key, client, follow_refines=False)
+        except PromotionError:  # a sweep of the chain without candidates: the others still compete
+            pass
+    scope = _scope(experiment, chain[0], dataset, key) + f" and the {len(chain) - 1} sweep(s) it refines"
+    if not found:
+        raise PromotionError(f"no candidate in {scope}: no FINISHED run with a finite {METRIC}, a comparability "
+                             "key, finite weights and a servable model; train one first")
+    if len(keys := sorted({c.key for c in found})) > 1:
+        raise PromotionError(f"{len(keys)} comparability keys in {scope} ({', '.join(keys)}), runs of different "
+                             "keys are not compared; pass --key to pick one")
+    return sorted(found, key=lambda c: (c.pruned, c.value, c.total_params, c.start_time, c.run_id))
 
 
 def _eligible(run) -> bool:
