@@ -97,3 +97,17 @@ def test_architecture_logging_benchmark_runs_in_quick_mode():
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.fullmatch(r"architecture_logging ratio=\d+\.\d\d \(mlp .+; median of 1, 2 epochs\)",
                         out.stdout.strip().splitlines()[-1]), out.stdout
+
+
+@pytest.mark.slow  # three small sweeps and a refine, each its own CLI process
+def test_search_cost_benchmark_runs_every_arm_in_quick_mode(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "bench", "search_cost.py"), "--quick"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": REPO, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    arms = {m.group(1) for line in lines if (m := re.match(r"rep 1 (\w+): \d+ epochs, \d+\.\ds", line))}
+    assert arms == {"full", "pruned", "refined"}
+    assert re.fullmatch(r"search_cost ratio=\d+\.\d\d \(pruned \d+ / full grid \d+ epochs; coarse\+refine "
+                        r"ratio=\d+\.\d\d; best model_val_loss full \S+, pruned \S+, coarse\+refine \S+; median of 1\)",
+                        lines[-1]), lines[-1]
