@@ -11,7 +11,7 @@ For each: the epochs trained (the parents' `epochs_trained`), wall time, and the
 Goal: pruned and coarse+refined each reach the full grid's best within 2% with at most 50% of its epochs.
 Last line: pruned epochs / full-grid epochs, with the other arm's ratio and the three best values.
 
-    python bench/search_cost.py [--repeats 1] [--epochs 30]
+    python bench/search_cost.py [--repeats 1] [--epochs 30] [--prune-args "--prune-rule halving"]
     python bench/search_cost.py --quick    # 4-trial grid of 3 epochs on 300 rows: does every arm run?
 """
 
@@ -92,7 +92,7 @@ def parent_of(stdout: str) -> str:
     return re.search(r"parent run (\w+)", stdout).group(1)
 
 
-def one_rep(rep: int, rows: int, epochs: int, grids: dict, refine_trials: int) -> dict:
+def one_rep(rep: int, rows: int, epochs: int, grids: dict, refine_trials: int, prune_args: list[str]) -> dict:
     out = {}
     for arm in ("full", "pruned", "refined"):
         cwd = tempfile.mkdtemp(prefix=f"b9-{arm}-")
@@ -107,8 +107,8 @@ def one_rep(rep: int, rows: int, epochs: int, grids: dict, refine_trials: int) -
                 refine_epochs, best = parent_figures(cwd, refined)
                 out[arm] = (coarse_epochs + refine_epochs, seconds + more, best)
             else:
-                seconds, stdout = run(sweep_args(data, grids["full"], epochs, *(["--prune"] if arm == "pruned" else [])),
-                                      cwd)
+                extra = ["--prune", *prune_args] if arm == "pruned" else []
+                seconds, stdout = run(sweep_args(data, grids["full"], epochs, *extra), cwd)
                 epochs_trained, best = parent_figures(cwd, parent_of(stdout))
                 out[arm] = (epochs_trained, seconds, best)
         finally:
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--prune-args", default="", help="More options for the pruned arm, e.g. '--prune-rule halving'.")
     args = parser.parse_args()
     if args.quick:
         rows, epochs, repeats, refine_trials = 300, 3, 1, 1
@@ -132,8 +133,9 @@ def main() -> None:
         grids = {"full": "width=16,64;lr=1.0,0.01,0.001,0.0001;dropout=0,0.2",
                  "coarse": "width=16,64;lr=0.01,0.0001;dropout=0"}
     n_full = int(np.prod([len(part.split("=")[1].split(",")) for part in grids["full"].split(";")]))
-    print(f"B9: {rows} rows x 12 features, {n_full}-trial grid x {epochs} epochs; median of {repeats}", flush=True)
-    reps = [one_rep(i + 1, rows, epochs, grids, refine_trials) for i in range(repeats)]
+    print(f"B9: {rows} rows x 12 features, {n_full}-trial grid x {epochs} epochs; pruned arm: --prune "
+          f"{args.prune_args or '(defaults)'}; median of {repeats}", flush=True)
+    reps = [one_rep(i + 1, rows, epochs, grids, refine_trials, args.prune_args.split()) for i in range(repeats)]
 
     def median(arm, i):
         return statistics.median(r[arm][i] for r in reps)

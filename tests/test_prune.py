@@ -1,7 +1,5 @@
 """Pruning a sweep's losing trials by Optuna's rule: tags, artifacts, the parent's table and plots."""
 
-import math
-
 import mlflow
 import pandas as pd
 import pytest

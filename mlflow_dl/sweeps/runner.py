@@ -47,7 +47,9 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         eta = elapsed / self.done * (self.total - self.done)
         bar = "#" * round(20 * self.done / self.total)
-        line = (f"[{bar:<20}] trial {self.done}/{self.total} {name}: {result.status.lower()} "
+        pruned = getattr(result, "pruned_at_epoch", None)
+        status = result.status.lower() if pruned is None else f"pruned at epoch {pruned}"
+        line = (f"[{bar:<20}] trial {self.done}/{self.total} {name}: {status} "
                 f"model_val_loss={result.metrics.get('model_val_loss', math.nan):.4g} | best {self.best:.4g} | elapsed {elapsed:.0f}s eta {eta:.0f}s")
         if self.echo is not None:
             self.echo(line)
@@ -164,6 +166,8 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
             pruned = [p == p for p in table["pruned_at_epoch"]] if len(table) else []  # NaN: not pruned
             mlflow.log_metrics({"epochs_trained": sum(epochs), "n_pruned": sum(pruned), "epochs_full_grid":
                                 pruning.full_grid_epochs(epochs, pruned, [t.spec.fit.epochs for t, _ in done])})
+            counts = {"n_trials": len(trials), "n_finished": int((table["status"] == "FINISHED").sum()) if len(table) else 0,
+                      "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0}  # this sweep's own
             if linked is not None:  # the coarse sweep's trials, linked (not retrained), before the new ones
                 table = linked.join(table)
                 histories = {**linked.histories, **histories}
@@ -172,7 +176,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
             if len(finished) and (best := compare.best_row(finished)) is not None:
                 best_run_id = best["run_id"]
                 mlflow.set_tag("best_run_id", best_run_id)
-            mlflow.log_metrics({"n_trials": len(trials), "n_finished": len(finished), "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0})
+            mlflow.log_metrics(counts)
             if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
                 table = module.rank_table(table, ds, splits, trials)
             with tempfile.TemporaryDirectory() as tmp:
