@@ -4,7 +4,7 @@
 
 Arms, each on its own fresh SQLite store, by the CLI a user types (`mlflow-dl sweep custom`, `mlflow-dl refine`):
   full     the 16-point grid
-  pruned   the same grid with --prune (Optuna's MedianPruner, the defaults: warm-up a fifth of the epochs,
+  pruned   the same grid with --prune (Optuna's MedianPruner, the defaults: warm-up a tenth of the epochs,
            after 2 finished trials)
   refined  a 4-point coarse grid (2 widths x 2 learning rates, no dropout), then `refine --trials 4`
 For each: the epochs trained (the parents' `epochs_trained`), wall time, and the best `model_val_loss`.

@@ -49,7 +49,7 @@ def prune_options(f):
         click.option("--prune-rule", default="median", show_default=True, type=click.Choice(["median", "halving"]),
                      help="median: Optuna's MedianPruner; halving: its SuccessiveHalvingPruner."),
         click.option("--prune-warmup", default=None, type=int,
-                     help="Epochs no trial is judged on (default: a fifth of --epochs, at least 2)."),
+                     help="Epochs no trial is judged on (default: a tenth of --epochs, at least 2)."),
         click.option("--prune-startup", default=2, show_default=True, type=int,
                      help="Trials that must finish before the median rule prunes."),
     ]):

@@ -106,10 +106,34 @@ def test_ray_sweep_of_your_own_model_imports_it_by_name(tmp_path, ray_cluster):
                              capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stderr[-3000:]
         client = mlflow.MlflowClient(server.url)
-        (parent,), children = _table(client, "mlflow-dl")
+        (parent,), _ = _table(client, "mlflow-dl")
         assert parent.data.params["sweep.executor"] == "ray" and parent.data.params["sweep.build"] == "my_models:build"
         assert list(children["name"]) == ["units=2", "units=3"] and set(children["status"]) == {"FINISHED"}, \
             children.to_string()
         assert list(children["epochs"]) == [2, 2] and children["best_val_loss"].notna().all()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_pruning_on_ray_tasks(tmp_path, ray_cluster):
+    """Ray tasks open the sweep's study (a journal file beside the runs) and prune as the other executors."""
+    from mlflow_dl.sweeps.pruning import PRUNED_TAG
+
+    server = Server(tmp_path).start()
+    try:
+        out = subprocess.run(mlflow_dl_cli() + ["sweep", "learning_rate", "--lrs", "0.01,0.003,5", "--hidden", "8",
+                                                "--epochs", "4", "--patience", "none", "--prune", "--prune-warmup",
+                                                "1", "--prune-startup", "1", "--executor", "ray", "--ray-address",
+                                                ray_cluster], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": server.url})
+        assert out.returncode == 0, out.stderr[-3000:]
+        client = mlflow.MlflowClient(server.url)
+        (parent,), _ = _table(client, "mlflow-dl")
+        assert parent.data.params["sweep.executor"] == "ray"
+        (diverging,) = [r for r in client.search_runs([parent.info.experiment_id])
+                        if r.info.run_name == "lr=5"]
+        assert diverging.info.status == "FINISHED" and 1 <= int(diverging.data.tags[PRUNED_TAG]) < 3
+        assert (tmp_path / ".mlflow-dl" / "pruning" / f"{parent.info.run_id}.log").exists()
     finally:
         server.stop()

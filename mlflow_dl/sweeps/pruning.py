@@ -27,7 +27,7 @@ RULES = ("median", "halving")
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """How a sweep prunes. `warmup`: epochs no trial is judged on (None: a fifth of the epochs, at least 2);
+    """How a sweep prunes. `warmup`: epochs no trial is judged on (None: a tenth of the epochs, at least 2);
     `startup`: trials that must finish before the median rule prunes; `rule`: median (Optuna's
     MedianPruner) or halving (its SuccessiveHalvingPruner, rungs at warmup x 3^k epochs).
     `storage`, `study`: set by the runner for the sweep (picklable, so workers and Ray tasks get them)."""
@@ -50,7 +50,7 @@ class PruneSpec:
             raise ConfigError(f"reduction_factor={self.reduction_factor!r} is invalid; expected an integer >= 2")
 
     def warmup_for(self, epochs: int) -> int:
-        return self.warmup if self.warmup is not None else max(2, epochs // 5)
+        return self.warmup if self.warmup is not None else max(2, epochs // 10)
 
     def pruner(self, epochs: int):
         """Optuna's pruner for fits of `epochs` epochs (steps are 0-based epochs)."""
