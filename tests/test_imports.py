@@ -6,7 +6,7 @@ import sys
 import pytest
 
 COMMANDS = [[], ["train"], ["main"], ["promote"], ["serve"], ["tune"], ["server"], ["sync"], ["resume"], ["reap"], ["sweep", "multi_input"], ["sweep", "pca"],
-            ["rnn-vs-lstm"], ["sweep", "rnn_vs_lstm"], ["diagnose"]]
+            ["rnn-vs-lstm"], ["sweep", "rnn_vs_lstm"], ["diagnose"], ["refine"]]
 
 
 def test_import_mlflow_dl_leaves_tensorflow_unimported():
