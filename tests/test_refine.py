@@ -68,6 +68,8 @@ def test_refine_a_custom_sweep_between_the_best_neighbours_then_deeper_and_promo
 
     parent = mlflow.get_run(refined.parent_run_id)
     assert parent.data.tags[REFINES_TAG] == coarse.parent_run_id
+    key = "mlflow_dl.comparability_key"
+    assert parent.data.tags[key] == mlflow.get_run(coarse.best_run_id).data.tags[key]
     assert parent.info.experiment_id == mlflow.get_run(coarse.parent_run_id).info.experiment_id
     assert {k: v for k, v in parent.data.params.items() if k.startswith(("data.seed", "data.val", "fit.epochs"))} == \
         {k: v for k, v in mlflow.get_run(coarse.parent_run_id).data.params.items()

@@ -246,10 +246,11 @@ def _linked(parent_id: str, table: pd.DataFrame) -> Linked:
     return Linked(table, histories, {})
 
 
-def _coarse_digest(client, parent_id: str, experiment_id: str) -> str | None:
-    found = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                               max_results=1)
-    return found[0].data.tags.get(DIGEST_TAG) if found else None
+def _coarse_key(client, parent_id: str, experiment_id: str) -> dict[str, str]:
+    """A coarse trial's comparability tags (the key and its parts, the data's digest among them); {} if none."""
+    found = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                               f"tags.`{DIGEST_TAG}` != ''", max_results=1)
+    return {k: v for k, v in found[0].data.tags.items() if k.startswith("mlflow_dl.comparability")} if found else {}
 
 
 def _check_digest(data_spec, expected: str | None, given: bool) -> None:
@@ -302,13 +303,14 @@ def refine(parent_run_id: str, trials: int = 4, data=None, target: str | None = 
     the_plan = plan(family, params, table, run.data.metrics, trials)
     spec = spec_from_params(params)
     experiment = client.get_experiment(run.info.experiment_id).name
-    expected = _coarse_digest(client, parent_run_id, run.info.experiment_id)
-    if expected is None and "sweep_run_id" in table:  # a refined parent: its first trials are the coarse one's
-        first = table["sweep_run_id"].iloc[0]
-        expected = _coarse_digest(client, first, run.info.experiment_id)
+    key = _coarse_key(client, parent_run_id, run.info.experiment_id)
+    if not key and "sweep_run_id" in table:  # a refined parent without trials of its own: its coarse one's
+        key = _coarse_key(client, table["sweep_run_id"].iloc[0], run.info.experiment_id)
+    expected = key.get(DIGEST_TAG)
     linked = _linked(parent_run_id, table)
     notes = "; ".join(the_plan.notes)
-    linked = replace(linked, tags={NOTE_TAG: notes[:5000]} if notes else {})
+    # the refined parent carries the coarse sweep's key (its trials are ranked with the coarse ones)
+    linked = replace(linked, tags={**key, **({NOTE_TAG: notes[:5000]} if notes else {})})
     if echo is None:
         echo = print if progress else (lambda _line: None)
     for note in the_plan.notes:
