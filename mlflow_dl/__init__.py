@@ -13,7 +13,7 @@ _LAZY = {
     "autolog": "mlflow_dl.autologging",
     "train": "mlflow_dl.families.train",
     "sweep_model": "mlflow_dl.families.custom",
-    "refine": "mlflow_dl.sweeps.refine",
+    "refine": "mlflow_dl.refinement",
     "TrialSpec": "mlflow_dl.config",
     "DataSpec": "mlflow_dl.config",
     "ModelSpec": "mlflow_dl.config",

@@ -41,7 +41,7 @@ def _patience(value: str) -> int | None:
 
 
 def prune_options(f):
-    """--prune and its settings: Optuna's rule stops losing trials (sweeps/pruning.py)."""
+    """--prune and its settings: Optuna's rule stops losing trials (pruning.py)."""
     for option in reversed([
         click.option("--prune", type=click.BOOL, default=False, is_flag=False, flag_value=True,
                      help="Stop trials whose val_loss falls behind, by Optuna's pruner "
@@ -62,7 +62,7 @@ def prune_spec(kw: dict):
     on, rule, warmup, startup = (kw.pop(k) for k in ("prune", "prune_rule", "prune_warmup", "prune_startup"))
     if not on:
         return None
-    from mlflow_dl.sweeps.pruning import PruneSpec
+    from mlflow_dl.pruning import PruneSpec
 
     return PruneSpec(rule=rule, warmup=warmup, startup=startup)
 
@@ -452,7 +452,7 @@ def refine(parent_run_id, trials, data, target, **kw):
     """Refine a sweep near its best: a new parent (tag mlflow_dl.refines) with trials between the best's neighbours."""
     prune = prune_spec(kw)
     _quiet_tensorflow()
-    from mlflow_dl.sweeps.refine import refine as refine_fn
+    from mlflow_dl.refinement import refine as refine_fn
 
     result = refine_fn(parent_run_id, trials=trials, data=data or None, target=target or None, prune=prune,
                        echo=click.echo, **kw)

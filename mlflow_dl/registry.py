@@ -23,8 +23,8 @@ KEY_TAG = "mlflow_dl.comparability_key"  # = tracking.comparability.KEY_TAG (not
 DATASET_TAG = "mlflow_dl.comparability.dataset"
 NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # = tracking.callback.NONFINITE_TAG
 MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # = tracking.callback.MODEL_SKIPPED_TAG
-PRUNED_TAG = "mlflow_dl.pruned_at_epoch"  # = sweeps.pruning.PRUNED_TAG
-REFINES_TAG = "mlflow_dl.refines"  # = sweeps.refine.REFINES_TAG
+PRUNED_TAG = "mlflow_dl.pruned_at_epoch"  # = pruning.PRUNED_TAG
+REFINES_TAG = "mlflow_dl.refines"  # = refinement.REFINES_TAG
 
 
 @dataclass(frozen=True)

@@ -186,14 +186,14 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
             runs.log_dataset(dataset_input(ds))
             if prune is not None:
-                from mlflow_dl.sweeps import prune_callback
+                from mlflow_dl import prune_callback
 
                 pruning = prune_callback.start(prune, spec.fit.epochs)
             started = time.perf_counter()
             tracker = fit_tracked(model, splits, spec, before=[pruning] if pruning else [])
             fit_seconds = time.perf_counter() - started
             if pruning is not None and pruning.pruned_at is not None:
-                from mlflow_dl.sweeps.pruning import PRUNED_TAG, REASON_TAG
+                from mlflow_dl.pruning import PRUNED_TAG, REASON_TAG
 
                 mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
             if tracker.diverged_at is not None:

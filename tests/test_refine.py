@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, all_runs
 from mlflow_dl.cli import main
-from mlflow_dl.sweeps.refine import NOTE_TAG, REFINES_TAG
+from mlflow_dl.refinement import NOTE_TAG, REFINES_TAG
 
 BUILDER = '''
 import keras

@@ -250,7 +250,7 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
     function defined in a notebook or `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the
     `target` column, a tf.data.Dataset of (features, target) rows, or a CSV path (or bundled data set name).
     `scaler` is fitted on the training rows; the served model takes raw rows. `prune`: True (or a
-    sweeps.pruning.PruneSpec) stops losing trials early. Returns the runner's SweepResult.
+    mlflow_dl.pruning.PruneSpec) stops losing trials early. Returns the runner's SweepResult.
     """
     from mlflow_dl.sweeps.runner import sweep
 

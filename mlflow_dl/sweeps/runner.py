@@ -72,18 +72,19 @@ def _warn_sqlite_workers(workers: int) -> None:
 
 def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
           workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
-          executor: str | None = None, ray_address: str = "auto", prune=None, refines: str | None = None,
-          linked=None, **grid) -> SweepResult:
+          executor: str | None = None, ray_address: str = "auto", prune=None, linked=None,
+          **grid) -> SweepResult:
     """Run every trial of `family` (a grid overridable by keyword, e.g. rates="0,0.5").
 
     `family`: a module holding QUESTION, AXIS and `trials(base, **grid)` (optionally load_data, bind, parent_params,
     rank_table, log_comparison, log_parent); workers and Ray import it by module name. `executor`: inline
     (workers=1), processes (workers>1) or ray (tasks on the cluster at `ray_address`). Bad grids fail before any
     run; a failing trial ends FAILED and the sweep goes on; Ctrl-C ends the parent KILLED, its table logged.
-    `prune`: True or a sweeps.pruning.PruneSpec stops losing trials early by Optuna's rule. `refines`, `linked`
-    (refine.py): the coarse parent this sweep refines, and its trials' table rows and curves shown beside the new.
+    `prune`: True or a mlflow_dl.pruning.PruneSpec stops losing trials early by Optuna's rule. `linked`
+    (mlflow_dl/refinement.py): the tags of a sweep that refines another, and the coarse trials' table rows
+    and curves, shown beside the new ones.
     """
-    from mlflow_dl.sweeps import pruning
+    from mlflow_dl import pruning
 
     from mlflow_dl.runtime import heap
     from mlflow_dl.data.datasets import load_dataset
@@ -131,10 +132,8 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
             if prune is not None:  # the study every trial's process reports to
                 prune = pruning.start_study(prune, mlflow.get_tracking_uri(), parent_id)
                 trials = [replace(t, prune=prune) for t in trials]
-            if refines is not None:
-                from mlflow_dl.sweeps.refine import REFINES_TAG
-
-                mlflow.set_tags({REFINES_TAG: refines, **linked.tags})
+            if linked is not None:
+                mlflow.set_tags(linked.tags)
             shared = module.parent_params(base) if hasattr(module, "parent_params") else base.params()
             mlflow.log_params({**shared, "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
                                "sweep.prune": prune.describe(base.fit.epochs) if prune else "off",

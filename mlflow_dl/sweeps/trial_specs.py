@@ -22,7 +22,7 @@ class Trial:
     prepare: Callable | None = None
     build_model: Callable | None = None
     after_fit: Callable | None = None  # after_fit(model, splits) -> metrics, inside the child run (trial_runner.run_trial)
-    prune: object | None = None  # sweeps.pruning.PruneSpec of the sweep's study, set by the runner with prune=True
+    prune: object | None = None  # mlflow_dl.pruning.PruneSpec of the sweep's study, set by the runner with prune=True
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.sweeps import compare, pruning as pruning_module
+from mlflow_dl import pruning as pruning_module
+from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trial_specs import Axis
 from mlflow_dl.tracking import failover, plots, runs
@@ -161,7 +162,7 @@ class _Bridge:
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
         pruning = None
         if self.prune is not None:  # the same Optuna rule as the sweeps', reported to by this trial's fit
-            from mlflow_dl.sweeps import prune_callback
+            from mlflow_dl import prune_callback
 
             pruning = prune_callback.start(self.prune, int(kwargs.get("epochs") or self.base.fit.epochs))
         try:

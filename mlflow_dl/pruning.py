@@ -2,7 +2,7 @@
 
 The rule is Optuna's (MedianPruner, or SuccessiveHalvingPruner), never our own: each trial asks the
 sweep's Optuna study for a trial, reports its `val_loss` (the curve `model_val_loss` is read from)
-every epoch and stops when the pruner says so (sweeps/prune_callback.py). The study lives in
+every epoch and stops when the pruner says so (prune_callback.py). The study lives in
 storage every trial's process can open: a journal file beside the tracking store by default (one
 file lock, no server; worker processes and Ray tasks on this machine share it), or the storage
 named by MLFLOW_DL_PRUNE_STORAGE (an RDB URL such as postgresql://..., or a journal file on a

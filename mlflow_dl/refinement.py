@@ -49,7 +49,8 @@ BESIDE = ("trial", "status", "error", "run_id", "sweep_run_id")  # table columns
 
 @dataclass(frozen=True)
 class Linked:
-    """The coarse sweep's trials as the refined parent shows them: their table rows and val_loss curves."""
+    """The coarse sweep's trials as the refined parent shows them: their table rows and val_loss curves, and
+    the tags the refined parent carries (mlflow_dl.refines, the coarse key, the notes)."""
 
     table: pd.DataFrame
     histories: dict
@@ -310,14 +311,14 @@ def refine(parent_run_id: str, trials: int = 4, data=None, target: str | None = 
     linked = _linked(parent_run_id, table)
     notes = "; ".join(the_plan.notes)
     # the refined parent carries the coarse sweep's key (its trials are ranked with the coarse ones)
-    linked = replace(linked, tags={**key, **({NOTE_TAG: notes[:5000]} if notes else {})})
+    linked = replace(linked, tags={REFINES_TAG: parent_run_id, **key, **({NOTE_TAG: notes[:5000]} if notes else {})})
     if echo is None:
         echo = print if progress else (lambda _line: None)
     for note in the_plan.notes:
         echo(f"refine: {note}")
     grid = dict(the_plan.grid)
     common = dict(fit=spec.fit, workers=workers, executor=executor, ray_address=ray_address, prune=prune,
-                  experiment=experiment, progress=progress, refines=parent_run_id, linked=linked)
+                  experiment=experiment, progress=progress, linked=linked)
     with tempfile.TemporaryDirectory(prefix="mlflow-dl-data-") as tmp:
         data_spec = spec.data
         if data is not None:  # the rows again, as sweep_model was given them
