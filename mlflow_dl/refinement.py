@@ -322,9 +322,9 @@ def refine(parent_run_id: str, trials: int = 4, data=None, target: str | None = 
     with tempfile.TemporaryDirectory(prefix="mlflow-dl-data-") as tmp:
         data_spec = spec.data
         if data is not None:  # the rows again, as sweep_model was given them
-            from mlflow_dl.families.custom import FRAME_NAME, _frame
+            from mlflow_dl.families.custom import FRAME_NAME, frame_of
 
-            frame, column = _frame(data, target)
+            frame, column = frame_of(data, target)
             if frame is not None:
                 path = os.path.join(tmp, f"{FRAME_NAME}.csv")
                 frame.to_csv(path, index=False)

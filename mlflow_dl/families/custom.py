@@ -183,7 +183,7 @@ def _is_tf_data(value) -> bool:
     return type(value).__module__.startswith("tensorflow") and hasattr(value, "element_spec")
 
 
-def _frame(data, target: str | None):
+def frame_of(data, target: str | None):
     """(DataFrame, target column) of in-memory data; (None, None) for a CSV path or bundled name."""
     import numpy as np
     import pandas as pd
@@ -259,7 +259,7 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
         raise ConfigError(f"model={getattr(build, '__qualname__', build)!r} cannot be imported by name (defined in "
                           "__main__ or a notebook); expected workers=1, or a function in a module "
                           "(package.module:function)")
-    frame, column = _frame(data, target)
+    frame, column = frame_of(data, target)
     if frame is not None and executor == "ray":
         raise ConfigError("executor='ray' needs data as a CSV path every Ray worker can read; "
                           "expected data='path/to/train.csv' with target=")
