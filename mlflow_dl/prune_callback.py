@@ -39,11 +39,14 @@ class OptunaPruning(keras.callbacks.Callback):
         """One line saying what the curve fell behind (read back from the study, for the tag only)."""
         from optuna.trial import TrialState
 
-        others = [t.intermediate_values[epoch] for t in self.study.get_trials(deepcopy=False)
-                  if t.number != self.trial.number and epoch in t.intermediate_values
-                  and t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)]
+        # the trials the rule compares with: the finished ones (median), or every one at the rung (halving)
+        states = ((TrialState.COMPLETE,) if "Median" in self.rule
+                  else (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED))
+        others = [t.intermediate_values[epoch] for t in self.study.get_trials(deepcopy=False, states=states)
+                  if t.number != self.trial.number and epoch in t.intermediate_values]
         finite = [v for v in others if math.isfinite(v)]
-        median = f"; median of {len(finite)} other trials there {np.median(finite):.4g}" if finite else ""
+        kind = "finished" if "Median" in self.rule else "other"
+        median = f"; median of {len(finite)} {kind} trials there {np.median(finite):.4g}" if finite else ""
         return f"{self.monitor}={value:.4g} at epoch {epoch} fell behind{median} ({self.rule})"[:500]
 
 
