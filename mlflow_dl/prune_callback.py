@@ -30,7 +30,8 @@ class OptunaPruning(keras.callbacks.Callback):
             return
         value = float(value)
         self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
+        last = epoch + 1 >= (self.params or {}).get("epochs", math.inf)  # trained in full: nothing left to save
+        if not last and self.trial.should_prune():
             self.pruned_at = epoch
             self.reason = self._reason(epoch, value)
             self.model.stop_training = True
