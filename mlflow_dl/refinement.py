@@ -194,6 +194,8 @@ def plan(family: str, params: dict, table: pd.DataFrame, parent_metrics: dict, t
         raise ConfigError(f"the sweep's {len(table)} trials all failed (none FINISHED with a model_val_loss); "
                           "expected a sweep with at least one finished trial to refine around")
     center = center_row(family, finished, parent_metrics)
+    if family == "regularization":  # kind=both: the strengths of the best's kind are its axis
+        table, finished = (t[t["kind"] == center["kind"]] for t in (table, finished))
     keys = _grid_keys(family, params, table)
     spec = FAMILIES[family]
     numeric = [k for k in keys if k in table and _numeric(table[k]) and table[k].nunique() > 1]
