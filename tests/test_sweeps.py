@@ -143,11 +143,11 @@ def test_ctrl_c_kills_the_running_child_and_the_parent_keeps_the_table(tmp_path,
             bool(client.get_metric_history(running[0].info.run_id, "loss"))
 
     deadline = time.time() + 300
-    while not second_trial_is_training():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1].decode()[-3000:]
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
     try:
+        while not second_trial_is_training():
+            assert proc.poll() is None and time.time() < deadline, "the second trial never started training"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:  # the Ctrl-C did not take: do not leave a million epochs running
