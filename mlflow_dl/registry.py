@@ -193,6 +193,8 @@ def input_columns(info) -> tuple[str, ...] | None:
     meta = (info.metadata or {}).get("mlflow_dl") or {}
     if meta.get("input_columns"):
         return tuple(meta["input_columns"])
+    if meta.get("input_tensors"):  # the float32 specs the served model checks requests against
+        return tuple(f"{t['name'] or 'input'}: {t['dtype']}{tuple(t['shape'])}" for t in meta["input_tensors"])
     schema = info.signature.inputs if info.signature is not None else None
     if schema is not None and schema.is_tensor_spec():
         return tuple(f"{spec.name or 'input'}: {spec.type}{spec.shape}" for spec in schema.inputs)
