@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 from mlflow.entities import Param, RunTag
 
-from mlflow_dl.runtime import heap, tf_runtime
+from mlflow_dl.runtime import heap, tf_runtime, trial_state
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
@@ -171,50 +171,46 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
     back as a FAILED result; Ctrl-C always propagates, after the run is marked KILLED.
     """
     tf_runtime.apply_grappler_choice()
-    keras.utils.set_random_seed(spec.fit.seed)
-    run_id, tracker = None, None
-    try:
-        with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
-            run_id = run.info.run_id
-            model = build_model(spec, splits)
-            params = {**spec.params(), **(extra_params or {})}
-            mlflow.MlflowClient().log_batch(  # the spec and the comparability key in one call
-                run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
-            runs.log_dataset(dataset_input(ds))
-            started = time.perf_counter()
-            tracker = fit_tracked(model, splits, spec)
-            fit_seconds = time.perf_counter() - started
-            if tracker.diverged_at is not None:
-                raise TrainingError(f"{tracker.divergence()}; "
-                                    f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
-            raw, test_loss = test_outputs(model, splits)
-            summary = tracker.summary()  # logged by the callback already
-            metrics = {**summary, **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
-                       "total_params": float(model.count_params())}
-            metrics.update(after_fit(model, splits) if after_fit is not None else {})
-            after = {k: v for k, v in metrics.items() if k not in summary}
-            path, fig = test_plot(splits, raw)
-            try:
-                mlflow.log_metrics(after)
-                mlflow.log_figure(fig, path)
-            except Exception as exc:
-                if not runs.connection_lost(exc):
-                    raise
-                tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
-            finally:
-                plots.close(fig)
-            if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
-                raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
-                                    "journal for `mlflow-dl sync`")
-    except Exception as exc:
-        if raise_errors or run_id is None:
-            raise
-        return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
-                           metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
-    finally:
-        # Keras' global state reset, without its full gc.collect(): with TensorFlow and MLflow loaded that
-        # scans millions of objects (as long as a short fit); Python's own collector frees
-        # the old model's cycles soon enough
-        keras.backend.clear_session(free_memory=False)
+    # seeded, in a Keras session of its own; in a user's process the caller's streams and session come back after
+    with trial_state.seeded(spec.fit.seed):
+        run_id, tracker = None, None
+        try:
+            with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
+                run_id = run.info.run_id
+                model = build_model(spec, splits)
+                params = {**spec.params(), **(extra_params or {})}
+                mlflow.MlflowClient().log_batch(  # the spec and the comparability key in one call
+                    run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                    tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
+                runs.log_dataset(dataset_input(ds))
+                started = time.perf_counter()
+                tracker = fit_tracked(model, splits, spec)
+                fit_seconds = time.perf_counter() - started
+                if tracker.diverged_at is not None:
+                    raise TrainingError(f"{tracker.divergence()}; "
+                                        f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
+                raw, test_loss = test_outputs(model, splits)
+                summary = tracker.summary()  # logged by the callback already
+                metrics = {**summary, **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
+                           "total_params": float(model.count_params())}
+                metrics.update(after_fit(model, splits) if after_fit is not None else {})
+                after = {k: v for k, v in metrics.items() if k not in summary}
+                path, fig = test_plot(splits, raw)
+                try:
+                    mlflow.log_metrics(after)
+                    mlflow.log_figure(fig, path)
+                except Exception as exc:
+                    if not runs.connection_lost(exc):
+                        raise
+                    tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
+                finally:
+                    plots.close(fig)
+                if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
+                    raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
+                                        "journal for `mlflow-dl sync`")
+        except Exception as exc:
+            if raise_errors or run_id is None:
+                raise
+            return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
+                               metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
     return TrialResult(run_id=run_id, status="FINISHED", metrics=metrics, history=tracker.history)
