@@ -136,6 +136,7 @@ def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCa
     # the last completed epoch's state, per run, so `mlflow-dl resume` continues a killed fit
     backup = runs.backup_dir(mlflow.active_run().info.run_id)
     tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
+                             log_weights="best" if fit.restore_best_weights else "last",
                              preprocessing=splits.preprocessing,
                              input_example=splits.raw_test.head(5 + splits.preprocessing.window),
                              backup_dir=backup, log_fit_params=False, log_datasets=False)  # run_trial logs the spec's

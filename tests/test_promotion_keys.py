@@ -110,7 +110,7 @@ def test_a_run_with_nan_weights_is_never_promoted(tracking_store):
     ok = fit("nan", lr=1e-4)
     same_key = {k: v for k, v in mlflow.get_run(ok.run_id).data.tags.items() if k.startswith("mlflow_dl.comparab")}
     # a user's run the user ends FINISHED, whose fit diverged and kept its last (NaN) weights
-    nan = own_fit("nan", same_key, MlflowCallback(restore_best_weights=False), epochs=6, extra=[Poison()])
+    nan = own_fit("nan", same_key, MlflowCallback(log_weights="last"), epochs=6, extra=[Poison()])
     assert nan.info.status == "FINISHED" and "NaN" in nan.data.tags[NONFINITE_TAG]
     assert nan.data.metrics["best_val_loss"] < ok.metrics["model_val_loss"]  # what the old ranking took
     result = promote("nan", "n")
