@@ -29,6 +29,31 @@ print("FIT_SECONDS", time.perf_counter() - started)
 """
 
 
+OUTAGE_FIT_SCRIPT = """
+import os, sys, time
+import numpy as np, keras
+import mlflow_dl
+
+def wait_for(name):
+    deadline = time.time() + 300
+    while not os.path.exists(name):
+        assert time.time() < deadline, name
+        time.sleep(0.05)
+
+class Outage(keras.callbacks.Callback):  # after MlflowCallback logged the epoch: let the test stop / start the server
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch in (0, 2):
+            open(f"epoch-{epoch}", "w").close()
+            wait_for("down" if epoch == 0 else "up")
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(40, 3)).astype("float32"); y = (x[:, 0] > 0).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+model.compile("adam", "binary_crossentropy")
+model.fit(x, y, validation_split=0.25, epochs=5, verbose=0, callbacks=[mlflow_dl.MlflowCallback(), Outage()])
+"""
+
+
 def _history(client, run_id, key):
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
@@ -134,4 +159,36 @@ def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
         if proc.poll() is None:
             proc.kill()
         killer.join(30)
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_back_before_the_fit_ends_gets_every_epoch_from_the_fit_itself(tmp_path):
+    """The server stops after epoch 0 and is back after epoch 2 (the fit waits at those two points for the
+    test, not on a clock): epochs 1 and 2 are logged while it is down, and the fit delivers them itself
+    once it is back, in order, once each; nothing is left for sync."""
+    server = Server(tmp_path).start()
+    # MLflow's own retries off: the journal's thread does the retrying, which is what this test is about
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", OUTAGE_FIT_SCRIPT], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for marker, step in (("epoch-0", server.stop), ("epoch-2", server.start)):
+            deadline = time.time() + 300
+            while not (tmp_path / marker).exists():
+                assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+                time.sleep(0.1)
+            step()
+            (tmp_path / ("down" if marker == "epoch-0" else "up")).touch()
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert not list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl")), err[-3000:]  # nothing for sync
+        client = mlflow.MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "val_loss"):
+            assert _history(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         server.stop()
