@@ -37,6 +37,12 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
     raise TimeoutError(url)
 
 
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests first: the workers then share out the many short ones at the end, instead of
+    one worker starting a minutes-long test while the other has nothing left (order is kept within each kind)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def tracking_store(tmp_path, monkeypatch):
     """Each test: its own folder and SQLite store; fails if it leaks an active run."""
