@@ -20,7 +20,7 @@ from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
 from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.tracking import comparability, plots, runs
+from mlflow_dl.tracking import comparability, fit_datasets, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
 DIRECT_ROWS = 10_000  # test splits up to this size are predicted in one direct call
@@ -53,7 +53,8 @@ def dataset_input(ds: Dataset):
         return _last_input[1]
     source = (CodeDatasetSource({"loader": ds.source}) if ds.source.startswith("sklearn.")
               else LocalArtifactDatasetSource(ds.source))
-    dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
+    dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name),
+                                      digest=fit_datasets.digest((ds.frame, None)))  # all rows; MLflow hashes 10,000
     _last_input = (ds, dataset)
     return dataset
 
