@@ -20,6 +20,7 @@ from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
 from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
+from mlflow_dl.tracking import best as best_rule
 from mlflow_dl.tracking import comparability, fit_datasets, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
@@ -126,17 +127,35 @@ def test_plot(splits: Splits, raw: np.ndarray):
     return "plots/confusion_matrix.png", plots.confusion_matrix(splits.y_test, pred, prep.classes)
 
 
+class DataLoss(keras.callbacks.Callback):
+    """Puts `val_data_loss` (val_loss without the weight penalty) in each epoch's logs, first in the list, so a
+    family's EarlyStopping and its MlflowCallback choose the epoch on what ranks the trials. The families' own
+    fits only: a user's logs are never written to (autolog computes the same value on the side)."""
+
+    def __init__(self, penalised: list):
+        super().__init__()
+        self.penalised = penalised
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" in logs:
+            logs[best_rule.DATA_LOSS] = float(logs["val_loss"]) - best_rule.weight_penalty(self.penalised)
+
+
 def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec) -> MlflowCallback:
     """model.fit on the splits with early stopping (if patience is set) and the MLflow callback last."""
     fit = spec.fit
-    callbacks = []
+    callbacks, monitor = [], fit.monitor
+    if monitor == "val_loss" and (penalised := best_rule.penalised(model)):
+        # an L1/L2 model: its epochs are chosen (and stopped) on the data loss, as its trials are ranked
+        callbacks.append(DataLoss(penalised))
+        monitor = best_rule.DATA_LOSS
     if fit.patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
-            restore_best_weights=fit.restore_best_weights))
+            monitor=monitor, mode="min", patience=fit.patience,  # config.MONITORS: losses
+            min_delta=fit.min_delta, restore_best_weights=fit.restore_best_weights))
     # the last completed epoch's state, per run, so `mlflow-dl resume` continues a killed fit
     backup = runs.backup_dir(mlflow.active_run().info.run_id)
-    tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
+    tracker = MlflowCallback(monitor=monitor, restore_best_weights=fit.restore_best_weights,
                              log_weights="best" if fit.restore_best_weights else "last",
                              preprocessing=splits.preprocessing,
                              input_example=splits.raw_test.head(5 + splits.preprocessing.window),

@@ -173,3 +173,18 @@ def test_the_regularization_family_ranks_its_trials_on_the_data_loss(tracking_st
     assert min(keras_val_loss, key=keras_val_loss.get) != min(data_loss, key=data_loss.get)  # the penalty decides
     assert result.best_run_id == min(data_loss, key=data_loss.get)
     assert client.get_run(result.parent_run_id).data.tags["best_run_id"] == result.best_run_id
+
+
+def test_a_family_trial_chooses_its_epoch_on_the_data_loss(tracking_store):
+    """l1=0.3 at lr 0.1: Keras' val_loss falls every epoch (the penalty shrinks) while the data loss is lowest
+    at epoch 0; the trial keeps, logs and ranks that epoch."""
+    result = sweep("regularization", progress=False, model=ModelSpec(hidden="8"),
+                   fit=FitSpec(epochs=5, patience=None, lr=0.1), kind="l1", strengths="0.3")
+    client = mlflow.MlflowClient()
+    run_id = result.table["run_id"].iloc[0]
+    history = {key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+               for key in ("val_loss", "val_data_loss")}
+    assert int(np.argmin(history["val_loss"])) != int(np.argmin(history["val_data_loss"]))  # the penalty decides
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["best_epoch"] == metrics["model_epoch"] == int(np.argmin(history["val_data_loss"]))
+    assert metrics["model_val_loss"] == pytest.approx(min(history["val_data_loss"]), abs=1e-6)
