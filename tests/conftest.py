@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# every `mlflow server` a test starts would spawn MLflow 3's job runner and half a dozen huey consumers
+# (GenAI jobs: scorers, trace roll-ups), each importing MLflow: CPU and memory no test here uses
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
