@@ -13,12 +13,13 @@ bulk-inserted runs have no artifacts).
 Last line: the ratio 10,000 / 1,000 with both seconds.
 
     python bench/promotion_scale.py [--repeats 5]
-    python bench/promotion_scale.py --quick    # 100 and 1,000 runs, 1 repeat: does it run?
+    python bench/promotion_scale.py --quick    # 100 and 1,000 runs, 1 repeat, one server: does it run?
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -99,7 +100,8 @@ def time_pick_and_move(url: str, name: str, versions: list[str], repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="100 and 1,000 runs, 1 repeat: a check that it runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="100 and 1,000 runs, 1 repeat, one server: a check that it runs")
     args = parser.parse_args()
     small, large = (100, 1000) if args.quick else (1000, 10000)
     if args.quick:
@@ -118,17 +120,20 @@ def main() -> None:
         setup.create_registered_model("b5-model")
         versions = [str(setup.create_model_version("b5-model", f"/tmp/b5/{i}").version) for i in range(2)]
         results = {}
-        for total in (small, large):
-            already = small if results else 0
-            insert_runs(db, experiment_id, already, total - already, rng)
-            with mlflow_server(store) as url:
-                mlflow.MlflowClient(url).search_runs([experiment_id], max_results=1)  # warm the server
-                seconds, winner = time_pick_and_move(url, "b5-model", versions, args.repeats)
-            (truth,) = mlflow.MlflowClient(store).search_runs(
-                [experiment_id], max_results=1, order_by=["metrics.model_val_loss ASC"])
-            assert winner == truth.info.run_id, (winner, truth.info.run_id)
-            results[total] = seconds
-            print(f"{total} runs: pick + alias move {seconds:.3f}s (median of {args.repeats})", flush=True)
+        with contextlib.ExitStack() as stack:
+            # a fresh server per size; --quick: one server for both (a check that it runs, in seconds)
+            shared = stack.enter_context(mlflow_server(store)) if args.quick else None
+            for total in (small, large):
+                already = small if results else 0
+                insert_runs(db, experiment_id, already, total - already, rng)
+                with contextlib.nullcontext(shared) if shared else mlflow_server(store) as url:
+                    mlflow.MlflowClient(url).search_runs([experiment_id], max_results=1)  # warm the server
+                    seconds, winner = time_pick_and_move(url, "b5-model", versions, args.repeats)
+                (truth,) = mlflow.MlflowClient(store).search_runs(
+                    [experiment_id], max_results=1, order_by=["metrics.model_val_loss ASC"])
+                assert winner == truth.info.run_id, (winner, truth.info.run_id)
+                results[total] = seconds
+                print(f"{total} runs: pick + alias move {seconds:.3f}s (median of {args.repeats})", flush=True)
     finally:
         drop_database(db)
     ratio = results[large] / results[small]

@@ -57,9 +57,10 @@ def loop_arm(cwd, epochs, strengths) -> float:
     return total
 
 
-def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
-    """The sweep's default model fitted `fits` times, from `start_at` (time.time()) on, on `threads`
-    TensorFlow threads (0: TensorFlow's default), Grappler off as in mlflow-dl's processes."""
+def fit_loop(fits: int, epochs: int, ready_dir: str, together: int, threads: int) -> float:
+    """The sweep's default model fitted `fits` times on `threads` TensorFlow threads (0: TensorFlow's
+    default), Grappler off as in mlflow-dl's processes; timed from the moment all `together` processes
+    have done their imports (each marks itself ready in `ready_dir`), so they fit at the same time."""
     os.environ.update(TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DL_GRAPPLER="off")
     from mlflow_dl.runtime import tf_runtime
     from mlflow_dl.sweeps.executors import _share_cores
@@ -75,7 +76,10 @@ def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
     from mlflow_dl.models.mlp import build_mlp
 
     splits = split_and_scale(load_dataset("breast_cancer"), DataSpec("breast_cancer"))
-    time.sleep(max(0.0, start_at - time.time()))
+    open(os.path.join(ready_dir, str(os.getpid())), "w").close()
+    deadline = time.time() + 600
+    while len(os.listdir(ready_dir)) < together and time.time() < deadline:
+        time.sleep(0.01)
     started = time.perf_counter()
     for i in range(fits):
         keras.utils.set_random_seed(i)
@@ -89,16 +93,16 @@ def fit_loop(fits: int, epochs: int, start_at: float, threads: int) -> float:
 def parallel_ceiling(fits: int, epochs: int) -> float:
     """(2K fits in one process, default threads) / (K fits in each of two 1-thread processes at once):
     what 2 workers can gain over inline at best, on fitting alone."""
-    def launch(n, k, threads, start_at):
-        return [subprocess.Popen([sys.executable, __file__, "--fit-loop", str(k), "--epochs", str(epochs),
-                                  "--threads", str(threads), "--start-at", str(start_at)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(n)]
+    def seconds(n, k, threads):
+        with tempfile.TemporaryDirectory() as ready:
+            procs = [subprocess.Popen([sys.executable, __file__, "--fit-loop", str(k), "--epochs", str(epochs),
+                                       "--threads", str(threads), "--ready-dir", ready, "--together", str(n)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                     for _ in range(n)]
+            return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
-    def seconds(procs):
-        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-
-    (alone,) = seconds(launch(1, 2 * fits, 0, time.time() + 15))
-    together = seconds(launch(2, fits, 1, time.time() + 20))  # both start fitting at once, after their imports
+    (alone,) = seconds(1, 2 * fits, 0)
+    together = seconds(2, fits, 1)  # both start fitting at once, after their imports
     return alone / max(together)
 
 
@@ -119,12 +123,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--fit-loop", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--together", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 trials of 1 epoch: every arm runs")
     args = parser.parse_args()
     if args.fit_loop:
-        print(fit_loop(args.fit_loop, args.epochs, args.start_at, args.threads))
+        print(fit_loop(args.fit_loop, args.epochs, args.ready_dir, args.together, args.threads))
         return
     strengths, ceiling_fits = STRENGTHS, 6
     if args.quick:  # a check that the benchmark runs; its figures mean nothing

@@ -1,13 +1,16 @@
 """`mlflow_dl.autolog()`: track every `model.fit` of a user's own Keras code.
 
 MLflow's convention: one call patches `keras.Model.fit` so that it appends a
-MlflowCallback after the user's callbacks (unless one is already there). The
-run is the active one, or a new one that ends with the fit.
+MlflowCallback after the user's callbacks (unless one is already there), however
+fit was called (callbacks by keyword or by position). The run is the active one,
+or a new one that ends with the fit. It only observes: the model keeps the weights
+fit left it, unless restore_best_weights=True is asked for.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import keras
 
@@ -20,7 +23,7 @@ _original_fit = None
 def autolog(disable: bool = False, **callback_kwargs) -> None:
     """Turn tracking of every `model.fit` on (or off with disable=True).
 
-    `callback_kwargs` go to MlflowCallback (monitor, restore_best_weights, log_model).
+    `callback_kwargs` go to MlflowCallback (monitor, restore_best_weights, log_weights, log_model).
     """
     global _original_fit
     if _original_fit is None:
@@ -30,17 +33,22 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
         keras.Model.fit = _original_fit
         return
     original = _original_fit
+    signature = inspect.signature(original)
 
     @functools.wraps(original)
     def fit(self, *args, **kwargs):
-        callbacks = list(kwargs.get("callbacks") or [])
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # fit itself says what is wrong with the call
+            return original(self, *args, **kwargs)
+        callbacks = list(bound.arguments.get("callbacks") or [])
         if any(isinstance(c, MlflowCallback) for c in callbacks):
             return original(self, *args, **kwargs)
         tracker = MlflowCallback(**callback_kwargs)
         tracker.fit_arguments = fit_params.bind_fit(original, self, args, kwargs)  # what stock autolog logs, and more
-        kwargs["callbacks"] = callbacks + [tracker]
+        bound.arguments["callbacks"] = callbacks + [tracker]  # where the user put them: by keyword or by position
         try:
-            return original(self, *args, **kwargs)
+            return original(*bound.args, **bound.kwargs)
         except BaseException as exc:  # Keras skips on_train_end on errors: end our run ourselves
             if getattr(tracker, "_owns_run", False) and tracker.run_id:
                 runs.end_run(tracker.run_id, exc)

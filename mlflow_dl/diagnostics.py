@@ -62,14 +62,13 @@ def is_white_noise(metrics: dict) -> bool:
 
 def figure(resid, dates=None):
     """One page: residuals over time, histogram, ACF and PACF with 95% bands."""
-    import matplotlib.pyplot as plt
     from statsmodels.graphics.tsaplots import plot_acf, plot_pacf
 
-    from mlflow_dl.tracking import plots  # noqa: F401  (selects the Agg backend)
+    from mlflow_dl.tracking import plots
 
     r = np.asarray(resid, np.float64)
     lags = max(1, min(20, len(r) // 2 - 1))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plots.subplots(2, 2, figsize=(10, 7))
     axes[0, 0].plot(dates if dates is not None else np.arange(len(r)), r, linewidth=1)
     axes[0, 0].axhline(0, color="grey", linestyle="--", linewidth=1)
     axes[0, 0].set_title("residuals over time (actual - predicted)")

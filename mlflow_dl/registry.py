@@ -21,6 +21,7 @@ MAX_KEYS = 20  # keys listed when a scope holds several
 TAG_PREFIX = "mlflow_dl."
 KEY_TAG = "mlflow_dl.comparability_key"  # = tracking.comparability.KEY_TAG (not imported: no tensorflow here)
 DATASET_TAG = "mlflow_dl.comparability.dataset"
+DIGEST_PART_TAG = "mlflow_dl.comparability.digest"  # holds fit_datasets.UNHASHED for data not in memory
 NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # = tracking.callback.NONFINITE_TAG
 MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # = tracking.callback.MODEL_SKIPPED_TAG
 PRUNED_TAG = "mlflow_dl.pruned_at_epoch"  # = pruning.PRUNED_TAG
@@ -38,6 +39,7 @@ class Candidate:
     dataset: str
     key: str
     pruned: bool = False  # stopped by a sweep's pruner: ranked after every run that was not
+    unhashed: bool = False  # its key covers data whose contents were not hashed (tf.data, a generator)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,15 @@ def _candidate(run) -> Candidate:
     return Candidate(run_id=run.info.run_id, value=float(run.data.metrics.get(METRIC, math.inf)), total_params=total,
                      start_time=int(run.info.start_time or 0),
                      dataset=tags.get(DATASET_TAG) or params.get("data.dataset", "?"), key=tags.get(KEY_TAG, ""),
-                     pruned=PRUNED_TAG in tags)
+                     pruned=PRUNED_TAG in tags, unhashed="unhashed:" in tags.get(DIGEST_PART_TAG, ""))
+
+
+def _unhashed_note(winner: Candidate) -> str:
+    """What a key over unread data means, said in promote's one line."""
+    if not winner.unhashed:
+        return ""
+    return (f"; key {winner.key} names data whose contents were not hashed (a tf.data pipeline or a generator: "
+            f"keyed by its element spec and size), so runs on other data of the same shapes share it")
 
 
 def _quote(value: str) -> str:
@@ -232,6 +242,8 @@ def input_columns(info) -> tuple[str, ...] | None:
     meta = (info.metadata or {}).get("mlflow_dl") or {}
     if meta.get("input_columns"):
         return tuple(meta["input_columns"])
+    if meta.get("input_tensors"):  # the float32 specs the served model checks requests against
+        return tuple(f"{t['name'] or 'input'}: {t['dtype']}{tuple(t['shape'])}" for t in meta["input_tensors"])
     schema = info.signature.inputs if info.signature is not None else None
     if schema is not None and schema.is_tensor_spec():
         return tuple(f"{spec.name or 'input'}: {spec.type}{spec.shape}" for spec in schema.inputs)
@@ -325,6 +337,7 @@ def promote(experiment: str, model_name: str, parent_run_id: str | None = None, 
     _validate(model_name, alias, min_improvement)
     client = _client()
     winner, skipped = find_best(experiment, parent_run_id, dataset, key, client)
+    note = _unhashed_note(winner)
     info = _model_info(f"runs:/{winner.run_id}/model")
     columns = input_columns(info)
 
@@ -334,8 +347,8 @@ def promote(experiment: str, model_name: str, parent_run_id: str | None = None, 
         previous = str(champion.version)
         if champion.run_id == winner.run_id:
             return Promotion(model_name, alias, winner.run_id, winner.value, previous, False, previous,
-                             f"run {winner.run_id} is already {model_name}@{alias} (version {champion.version})",
-                             skipped)
+                             f"run {winner.run_id} is already {model_name}@{alias} (version {champion.version})"
+                             f"{note}", skipped)
         champ = _candidate(client.get_run(champion.run_id)) if champion.run_id else None
         champ_key = (champion.tags or {}).get(KEY_TAG) or (champ.key if champ is not None else "")
         champ_columns = input_columns(_model_info(f"models:/{model_name}/{champion.version}"))
@@ -356,14 +369,14 @@ def promote(experiment: str, model_name: str, parent_run_id: str | None = None, 
             return Promotion(model_name, alias, winner.run_id, winner.value, None, False, previous,
                              f"kept {model_name}@{alias} = version {champion.version} ({METRIC}={champ_value:.6g}); "
                              f"best run {winner.run_id} has {winner.value:.6g}, not better by more than "
-                             f"min_improvement={min_improvement}", skipped)
+                             f"min_improvement={min_improvement}{note}", skipped)
 
     version = _existing_version(client, model_name, winner.run_id)
     if version is None:
         check_safe_load(winner.run_id)
         version = _register(client, model_name, winner, previous)
     client.set_registered_model_alias(model_name, alias, version)
-    note = f" ({len(skipped)} better runs without a servable model skipped)" if skipped else ""
+    note = (f" ({len(skipped)} better runs without a servable model skipped)" if skipped else "") + note
     return Promotion(model_name, alias, winner.run_id, winner.value, version, True, previous,
                      f"{model_name}@{alias} -> version {version} (run {winner.run_id}, {METRIC}={winner.value:.6g}, "
                      f"key {winner.key}{'' if previous is None else f', was version {previous}'}){note}", skipped)

@@ -14,13 +14,14 @@ import mlflow
 import numpy as np
 from mlflow.entities import Param, RunTag
 
-from mlflow_dl.runtime import heap, tf_runtime
+from mlflow_dl.runtime import heap, tf_runtime, trial_state
 from mlflow_dl.config import TrialSpec
 from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
 from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.tracking import comparability, plots, runs
+from mlflow_dl.tracking import best as best_rule
+from mlflow_dl.tracking import comparability, fit_datasets, plots, runs
 from mlflow_dl.tracking.callback import MlflowCallback
 
 DIRECT_ROWS = 10_000  # test splits up to this size are predicted in one direct call
@@ -54,7 +55,8 @@ def dataset_input(ds: Dataset):
         return _last_input[1]
     source = (CodeDatasetSource({"loader": ds.source}) if ds.source.startswith("sklearn.")
               else LocalArtifactDatasetSource(ds.source))
-    dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name))
+    dataset = mlflow.data.from_pandas(ds.frame, source=source, name=ds.name, targets=str(ds.y.name),
+                                      digest=fit_datasets.digest((ds.frame, None)))  # all rows; MLflow hashes 10,000
     _last_input = (ds, dataset)
     return dataset
 
@@ -126,18 +128,40 @@ def test_plot(splits: Splits, raw: np.ndarray):
     return "plots/confusion_matrix.png", plots.confusion_matrix(splits.y_test, pred, prep.classes)
 
 
-def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec, before=()) -> MlflowCallback:
-    """model.fit on the splits with early stopping (if patience is set), `before` (a pruner's callback) and
+class DataLoss(keras.callbacks.Callback):
+    """Puts `val_data_loss` (val_loss without the weight penalty) in each epoch's logs, first in the list, so a
+    family's EarlyStopping and its MlflowCallback choose the epoch on what ranks the trials. The families' own
+    fits only: a user's logs are never written to (autolog computes the same value on the side)."""
+
+    def __init__(self, penalised: list):
+        super().__init__()
+        self.penalised = penalised
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and "val_loss" in logs:
+            logs[best_rule.DATA_LOSS] = float(logs["val_loss"]) - best_rule.weight_penalty(self.penalised)
+
+
+def fit_tracked(model: keras.Model, splits: Splits, spec: TrialSpec, pruning=None) -> MlflowCallback:
+    """model.fit on the splits with early stopping (if patience is set), a pruner's callback (`pruning`) and
     the MLflow callback last."""
     fit = spec.fit
-    callbacks = list(before)
+    callbacks, monitor = [], fit.monitor
+    if monitor == "val_loss" and (penalised := best_rule.penalised(model)):
+        # an L1/L2 model: its epochs are chosen (and stopped) on the data loss, as its trials are ranked
+        callbacks.append(DataLoss(penalised))
+        monitor = best_rule.DATA_LOSS
+    if pruning is not None:  # judged on the same value: val_data_loss equals val_loss where there is no penalty
+        pruning.monitor = monitor
+        callbacks.append(pruning)
     if fit.patience is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=fit.monitor, patience=fit.patience, min_delta=fit.min_delta,
-            restore_best_weights=fit.restore_best_weights))
+            monitor=monitor, mode="min", patience=fit.patience,  # config.MONITORS: losses
+            min_delta=fit.min_delta, restore_best_weights=fit.restore_best_weights))
     # the last completed epoch's state, per run, so `mlflow-dl resume` continues a killed fit
     backup = runs.backup_dir(mlflow.active_run().info.run_id)
-    tracker = MlflowCallback(monitor=fit.monitor, restore_best_weights=fit.restore_best_weights,
+    tracker = MlflowCallback(monitor=monitor, restore_best_weights=fit.restore_best_weights,
+                             log_weights="best" if fit.restore_best_weights else "last",
                              preprocessing=splits.preprocessing,
                              input_example=splits.raw_test.head(5 + splits.preprocessing.window),
                              backup_dir=backup, log_fit_params=False, log_datasets=False)  # run_trial logs the spec's
@@ -174,62 +198,58 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
     PruneSpec; a trial its pruner stops ends FINISHED, tagged with the epoch and the reason.
     """
     tf_runtime.apply_grappler_choice()
-    keras.utils.set_random_seed(spec.fit.seed)
-    run_id, tracker, pruning, metrics = None, None, None, {}
-    try:
-        with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
-            run_id = run.info.run_id
-            model = build_model(spec, splits)
-            params = {**spec.params(), **(extra_params or {})}
-            mlflow.MlflowClient().log_batch(  # the spec and the comparability key in one call
-                run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
-            runs.log_dataset(dataset_input(ds))
-            if prune is not None:
-                from mlflow_dl import prune_callback
+    # seeded, in a Keras session of its own; in a user's process the caller's streams and session come back after
+    with trial_state.seeded(spec.fit.seed):
+        run_id, tracker, pruning, metrics = None, None, None, {}
+        try:
+            with runs.tracked_run(family, run_name=run_name, experiment=experiment, parent_run_id=parent_run_id) as run:
+                run_id = run.info.run_id
+                model = build_model(spec, splits)
+                params = {**spec.params(), **(extra_params or {})}
+                mlflow.MlflowClient().log_batch(  # the spec and the comparability key in one call
+                    run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                    tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
+                runs.log_dataset(dataset_input(ds))
+                if prune is not None:
+                    from mlflow_dl import prune_callback
 
-                pruning = prune_callback.start(prune, spec.fit.epochs)
-            started = time.perf_counter()
-            tracker = fit_tracked(model, splits, spec, before=[pruning] if pruning else [])
-            fit_seconds = time.perf_counter() - started
-            if pruning is not None and pruning.pruned_at is not None:
-                from mlflow_dl.pruning import PRUNED_TAG, REASON_TAG
+                    pruning = prune_callback.start(prune, spec.fit.epochs)
+                started = time.perf_counter()
+                tracker = fit_tracked(model, splits, spec, pruning)
+                fit_seconds = time.perf_counter() - started
+                if pruning is not None and pruning.pruned_at is not None:
+                    from mlflow_dl.pruning import PRUNED_TAG, REASON_TAG
 
-                mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
-            if tracker.diverged_at is not None:
-                raise TrainingError(f"{tracker.divergence()}; "
-                                    f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
-            raw, test_loss = test_outputs(model, splits)
-            summary = tracker.summary()  # logged by the callback already
-            metrics = {**summary, **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
-                       "total_params": float(model.count_params())}
-            metrics.update(after_fit(model, splits) if after_fit is not None else {})
-            after = {k: v for k, v in metrics.items() if k not in summary}
-            path, fig = test_plot(splits, raw)
-            try:
-                mlflow.log_metrics(after)
-                mlflow.log_figure(fig, path)
-            except Exception as exc:
-                if not runs.connection_lost(exc):
-                    raise
-                tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
-            finally:
-                plots.close(fig)
-            if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
-                raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
-                                    "journal for `mlflow-dl sync`")
-    except Exception as exc:
-        if pruning is not None:
-            prune_callback.finish(pruning, None, failed=True)
-        if raise_errors or run_id is None:
-            raise
-        return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
-                           metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
-    finally:
-        # Keras' global state reset, without its full gc.collect(): with TensorFlow and MLflow loaded that
-        # scans millions of objects (as long as a short fit); Python's own collector frees
-        # the old model's cycles soon enough
-        keras.backend.clear_session(free_memory=False)
+                    mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
+                if tracker.diverged_at is not None:
+                    raise TrainingError(f"{tracker.divergence()}; "
+                                        f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
+                raw, test_loss = test_outputs(model, splits)
+                summary = tracker.summary()  # logged by the callback already
+                metrics = {**summary, **test_metrics(splits, raw, test_loss), "fit_seconds": fit_seconds,
+                           "total_params": float(model.count_params())}
+                metrics.update(after_fit(model, splits) if after_fit is not None else {})
+                after = {k: v for k, v in metrics.items() if k not in summary}
+                path, fig = test_plot(splits, raw)
+                try:
+                    mlflow.log_metrics(after)
+                    mlflow.log_figure(fig, path)
+                except Exception as exc:
+                    if not runs.connection_lost(exc):
+                        raise
+                    tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
+                finally:
+                    plots.close(fig)
+                if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
+                    raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
+                                        "journal for `mlflow-dl sync`")
+        except Exception as exc:
+            if pruning is not None:
+                prune_callback.finish(pruning, None, failed=True)
+            if raise_errors or run_id is None:
+                raise
+            return TrialResult(run_id=run_id, status="FAILED", error=f"{type(exc).__name__}: {exc}",
+                               metrics=tracker.summary() if tracker else {}, history=tracker.history if tracker else {})
     pruned_at = None
     if pruning is not None:
         prune_callback.finish(pruning, metrics.get("model_val_loss"))

@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# every `mlflow server` a test starts would spawn MLflow 3's job runner and half a dozen huey consumers
+# (GenAI jobs: scorers, trace roll-ups), each importing MLflow: CPU and memory no test here uses
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +38,12 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(url)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests first: the workers then share out the many short ones at the end, instead of
+    one worker starting a minutes-long test while the other has nothing left (order is kept within each kind)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

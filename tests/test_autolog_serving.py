@@ -10,9 +10,13 @@ import sys
 import urllib.request
 
 import keras
+import warnings
+
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 import mlflow_dl
 from autolog_user_models import TwoPartRegressor, WindowRegressor
@@ -107,6 +111,13 @@ def body(kind, request, names):
     return {"inputs": {k: v.tolist() for k, v in arrays.items()}}
 
 
+def declared_inputs(uri):
+    """The float32 tensors a model on named tensors declares (its metadata; the signature holds its outputs)."""
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature.inputs is None and info.signature.outputs is not None
+    return info.metadata["mlflow_dl"]["input_tensors"]
+
+
 def post(url, payload):
     req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
                                  headers={"Content-Type": "application/json"})
@@ -143,9 +154,9 @@ def test_every_model_kind_is_served_and_answers_like_predict(autologged, trackin
     for kind, (run_id, _, _) in fitted.items():
         run = mlflow.get_run(run_id)
         assert "mlflow_dl.model_skipped" not in run.data.tags, (kind, run.data.tags)
-        signature = mlflow.models.get_model_info(f"runs:/{run_id}/model").signature
-        assert signature.inputs.is_tensor_spec(), kind
-        names[kind] = signature.inputs.input_names() if signature.inputs.has_input_names() else None
+        inputs = declared_inputs(f"runs:/{run_id}/model")
+        assert {t["dtype"] for t in inputs} == {"float32"}, kind  # what a REST client sends
+        names[kind] = [t["name"] for t in inputs] if inputs[0]["name"] is not None else None
     assert names["two-inputs-list"] == names["two-inputs-dict"] == ["a", "b"]
     assert names["simple-rnn"] == ["window"] and names["conv2d"] == ["image"]
     assert names["lstm"][0].startswith("input_layer") and names["subclassed"] is None
@@ -170,9 +181,7 @@ def test_tensor_input_runs_are_promoted_and_their_champions_predict(autologged, 
         assert f"{name}@champion -> version 1 (run {run_id}" in out.out
         champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         np.testing.assert_allclose(champion.predict(request), model.predict(request, verbose=0), rtol=1e-5)
-    shapes = [str(s.shape) for s in mlflow.pyfunc.load_model("models:/two-inputs@champion").metadata
-              .get_input_schema().inputs]
-    assert shapes == ["(-1, 3)", "(-1, 2)"]
+    assert [t["shape"] for t in declared_inputs("models:/two-inputs@champion")] == [[-1, 3], [-1, 2]]
 
 
 def test_a_subclassed_model_called_with_a_dict_takes_one_named_tensor_per_key(autologged):
@@ -183,6 +192,63 @@ def test_a_subclassed_model_called_with_a_dict_takes_one_named_tensor_per_key(au
     with mlflow.start_run() as run:
         model.fit(x, x["prices"].sum(axis=1), validation_split=0.25, epochs=2, verbose=0)
     served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    assert served.metadata.get_input_schema().input_names() == ["prices", "volumes"]
+    assert [t["name"] for t in declared_inputs(f"runs:/{run.info.run_id}/model")] == ["prices", "volumes"]
     request = {k: v[:4] for k, v in x.items()}
     np.testing.assert_allclose(served.predict(request), model.predict(request, verbose=0), rtol=1e-5)
+
+
+def type_hint_warnings(records):
+    return [str(w.message) for w in records if "type hint" in str(w.message).lower()]
+
+
+def test_a_numpy_fit_model_answers_arrays_of_either_float_type_and_frames(autologged):
+    """What `fit` took (a float64 2-D array) is what the logged model answers, in-process and through
+    `mlflow.models.predict`; a DataFrame with the columns f0..fN too, and a wrong width is one line."""
+    keras.utils.set_random_seed(0)
+    x = RNG.normal(size=(64, 5))  # float64, as numpy makes it
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        with mlflow.start_run() as run:
+            model.fit(x, x.sum(axis=1), validation_split=0.25, epochs=1, batch_size=16, verbose=0)  # best = last
+        served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        want = model.predict(x[48:], verbose=0)[:, 0]
+        for request in (x[48:], x[48:].astype("float32"), pd.DataFrame(x[48:]),
+                        pd.DataFrame(x[48:], columns=[f"f{i}" for i in range(5)])):
+            np.testing.assert_allclose(served.predict(request)["output_0"], want, rtol=1e-5, atol=1e-5)
+    assert type_hint_warnings(records) == []
+    with pytest.raises(MlflowException) as bad:
+        served.predict(x[:3, :4])
+    assert "\n" not in str(bad.value) and "(3, 4)" in str(bad.value) and "(n, 5)" in str(bad.value)
+    answered = mlflow.models.predict(f"runs:/{run.info.run_id}/model", x[48:], env_manager="local",
+                                     output_path="answer.json")
+    assert answered is None
+    with open("answer.json") as f:
+        got = [row["output_0"] for row in json.load(f)["predictions"]]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["two-inputs-list", "lstm"])
+def test_a_tensor_model_answers_float64_arrays_cast_to_its_float32_inputs(autologged, kind):
+    run_id, model, request = fit_under_autolog(kind)
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    want = model.predict(request, verbose=0)
+    as64 = {k: v.astype("float64") for k, v in request.items()} if isinstance(request, dict) \
+        else request.astype("float64")
+    np.testing.assert_allclose(served.predict(as64), want, rtol=1e-5, atol=1e-6)
+    names = [t["name"] for t in declared_inputs(f"runs:/{run_id}/model")]
+    arrays = as64 if isinstance(as64, dict) else {names[0]: as64}
+    for sent in (request, [arrays[n] for n in names] if len(names) > 1 else arrays[names[0]]):
+        np.testing.assert_allclose(served.predict(sent), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(MlflowException, match=f"input '{names[0]}': values of type <U"):
+        served.predict({**arrays, names[0]: np.full(arrays[names[0]].shape, "a")})
+
+
+def test_no_type_hint_warning_from_the_logged_models(autologged):
+    """MLflow warns about a PythonModel whose predict has no type hint; mlflow-dl's own models have one."""
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        run_id, model, request = fit_under_autolog("two-inputs-list")
+        mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(request)
+    assert type_hint_warnings(records) == []

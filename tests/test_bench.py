@@ -76,6 +76,7 @@ def test_sweep_throughput_benchmark_runs_every_arm_in_quick_mode(tmp_path):
                      out.stdout, re.M), out.stdout
 
 
+@pytest.mark.slow  # a PostgreSQL schema, 1,000 runs and a tracking server: a minute or more on a busy machine
 def test_promotion_scale_benchmark_runs_in_quick_mode():
     from servers import _pg_reachable
 

@@ -59,7 +59,7 @@ def checkpoint_weights(run_id):
     return keras.saving.load_model(path, safe_mode=True).get_weights()
 
 
-def test_val_accuracy_keeps_its_highest_epoch_and_restores_its_weights():
+def test_val_accuracy_keeps_its_highest_epoch_and_logs_its_weights_leaving_the_model_as_fit_left_it():
     x, y = data()
     model, weights = classifier(lr=0.3), Weights()
     tracker = MlflowCallback(monitor="val_accuracy", log_model=False)
@@ -73,7 +73,7 @@ def test_val_accuracy_keeps_its_highest_epoch_and_restores_its_weights():
     assert m["best_val_loss"] == pytest.approx(min(history(tracker.run_id, "val_loss").values()))
     assert m["model_epoch"] == best
     assert m["model_val_loss"] == pytest.approx(history(tracker.run_id, "val_loss")[best])
-    assert same(model.get_weights(), weights.by_epoch[best])
+    assert best != max(weights.by_epoch) and same(model.get_weights(), weights.by_epoch[max(weights.by_epoch)])
     assert same(checkpoint_weights(tracker.run_id), weights.by_epoch[best])
 
 
@@ -101,12 +101,12 @@ def test_validation_freq_2_picks_only_validated_epochs():
     assert m["best_epoch"] == best and m["best_val_loss"] == pytest.approx(val[best])
     assert "best_loss" not in m  # no fallback to the training loss
     assert m["model_val_loss"] == pytest.approx(val[best])
-    assert same(model.get_weights(), weights.by_epoch[best])
+    assert same(checkpoint_weights(tracker.run_id), weights.by_epoch[best])
 
 
 def test_validation_freq_2_without_restore_says_which_epoch_model_val_loss_is():
     x, y = data()
-    tracker = MlflowCallback(log_model=False, restore_best_weights=False)
+    tracker = MlflowCallback(log_model=False, log_weights="last")
     classifier().fit(x, y, validation_split=0.5, epochs=5, batch_size=8, verbose=0, validation_freq=2,
                      callbacks=[tracker])
     run = mlflow.get_run(tracker.run_id)
@@ -118,7 +118,7 @@ def test_validation_freq_2_without_restore_says_which_epoch_model_val_loss_is():
 def test_a_diverged_fit_keeps_its_best_finite_weights():
     x, y = data()
     model, weights = classifier(), Weights(poison_at=3)
-    tracker = MlflowCallback()
+    tracker = MlflowCallback(restore_best_weights=True)  # the model is given the best finite weights back too
     model.fit(x, y, validation_split=0.5, epochs=6, batch_size=8, verbose=0, callbacks=[weights, tracker])
     assert tracker.diverged_at == 3
     val = history(tracker.run_id, "val_loss")
@@ -136,7 +136,7 @@ def test_a_diverged_fit_keeps_its_best_finite_weights():
 
 def test_a_diverged_fit_without_restore_is_tagged_and_has_no_model_val_loss():
     x, y = data()
-    tracker = MlflowCallback(restore_best_weights=False)
+    tracker = MlflowCallback(log_weights="last")
     classifier().fit(x, y, validation_split=0.5, epochs=6, batch_size=8, verbose=0,
                      callbacks=[Weights(poison_at=2), tracker])
     run = mlflow.get_run(tracker.run_id)
@@ -161,14 +161,14 @@ def test_resume_keeps_the_best_over_all_epochs(tmp_path):
     run = mlflow.start_run()
     try:
         weights = Weights()
-        first = MlflowCallback(backup_dir=backup, log_model=False)
+        first = MlflowCallback(backup_dir=backup, log_model=False, restore_best_weights=True)  # as the CLI's
         model = classifier(lr=0.2)
         with pytest.raises(RuntimeError, match="killed"):
             model.fit(x, y, validation_data=(xv, yv), epochs=8, batch_size=8, verbose=0,
                       callbacks=[weights, first, keras.callbacks.BackupAndRestore(backup), Kill()])
         first.release()
         assert first.delivered()
-        second = MlflowCallback(backup_dir=backup, log_model=False)
+        second = MlflowCallback(backup_dir=backup, log_model=False, restore_best_weights=True)
         resumed = classifier(lr=0.2)
         resumed.fit(x, 1 - y, validation_data=(xv, yv), epochs=8, batch_size=8, verbose=0,
                     callbacks=[weights, second, keras.callbacks.BackupAndRestore(backup)])

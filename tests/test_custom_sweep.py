@@ -67,7 +67,7 @@ def _check_sweep(parent, children, client):
         {("0", "0.001"), ("0", "0.01"), ("0.2", "0.001"), ("0.2", "0.01")}
     assert all(c.info.status == "FINISHED" and np.isfinite(c.data.metrics["best_val_loss"]) for c in children)
     assert not any(k.startswith("model.") and k != "model.total_params" for c in children for k in c.data.params)
-    best = min(children, key=lambda c: c.data.metrics["best_val_loss"])
+    best = min(children, key=lambda c: c.data.metrics["model_val_loss"])  # the data loss ranks (l2 in the grid)
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert parent.data.params["sweep.build"] == "my_models:build"
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

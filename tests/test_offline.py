@@ -29,6 +29,31 @@ print("FIT_SECONDS", time.perf_counter() - started)
 """
 
 
+OUTAGE_FIT_SCRIPT = """
+import os, sys, time
+import numpy as np, keras
+import mlflow_dl
+
+def wait_for(name):
+    deadline = time.time() + 300
+    while not os.path.exists(name):
+        assert time.time() < deadline, name
+        time.sleep(0.05)
+
+class Outage(keras.callbacks.Callback):  # after MlflowCallback logged the epoch: let the test stop / start the server
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch in (0, 2):
+            open(f"epoch-{epoch}", "w").close()
+            wait_for("down" if epoch == 0 else "up")
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(40, 3)).astype("float32"); y = (x[:, 0] > 0).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+model.compile("adam", "binary_crossentropy")
+model.fit(x, y, validation_split=0.25, epochs=5, verbose=0, callbacks=[mlflow_dl.MlflowCallback(), Outage()])
+"""
+
+
 def _history(client, run_id, key):
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
@@ -79,14 +104,22 @@ def test_server_down_for_a_whole_run_then_sync(tmp_path):
 
 @pytest.mark.slow
 def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
+    """The server stops once the first trial logs, and stays down until the sweep has failed over into its
+    offline store (or ended): the sweep then always goes on offline and exits 4, and sync delivers the rest."""
     server = Server(tmp_path).start()
     client = mlflow.MlflowClient(server.url)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
+    # fewer, shorter retries than the CLI's own: the time to fail over is not what this test measures
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    journal = tmp_path / ".mlflow-dl" / "journal"
     outage = {}
+    proc = subprocess.Popen(mlflow_dl_cli() + ["sweep", "dropout", "--rates", "0,0.1,0.2,0.3", "--epochs", "6",
+                                               "--patience", "none", "--hidden", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
 
     def kill_after_first_child():
-        deadline = time.time() + 240
-        while time.time() < deadline:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
             try:
                 runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                           "tags.mlflow.parentRunId != ''")
@@ -97,27 +130,24 @@ def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
             time.sleep(0.3)
         outage["down"] = time.time()
         server.stop()
-        time.sleep(12)
+        while time.time() < deadline and proc.poll() is None and not list(journal.glob("offline-*")):
+            time.sleep(0.2)
+        outage["failed_over"] = bool(list(journal.glob("offline-*")))
         server.start()
         outage["up"] = time.time()
 
     killer = threading.Thread(target=kill_after_first_child, daemon=True)
     killer.start()
     try:
-        out = subprocess.run(mlflow_dl_cli() + ["sweep", "dropout", "--rates", "0,0.1,0.2,0.3", "--epochs", "6",
-                                                "--patience", "none", "--hidden", "8"],
-                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+        _, err = proc.communicate(timeout=600)
         ended = time.time()
-        killer.join(60)
-        assert outage["up"] - outage["down"] >= 12 and outage["down"] < ended  # down while the sweep ran
-        # A sweep that outlasts the outage delivers everything itself (exit 0); one that outruns it (the
-        # trials after the first take seconds) finishes offline with exit 4, and sync delivers the rest.
-        assert out.returncode in (0, 4), out.stderr[-3000:]
-        if out.returncode == 4:
-            assert "mlflow-dl sync" in out.stderr.strip().splitlines()[-1]
-            synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path,
-                                    env=env, timeout=300)
-            assert synced.returncode == 0, synced.stderr[-2000:]
+        killer.join(120)
+        assert outage["down"] < ended and outage["failed_over"], (outage, err[-3000:])  # down while it ran
+        assert proc.returncode == 4, err[-3000:]
+        assert "mlflow-dl sync" in err.strip().splitlines()[-1]
+        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path,
+                                env=env, timeout=300)
+        assert synced.returncode == 0, synced.stderr[-2000:]
         runs = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
         assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
@@ -126,4 +156,39 @@ def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
             for key in ("loss", "val_loss"):
                 assert _history(client, child.info.run_id, key) == list(range(6)), (child.info.run_name, key)
     finally:
+        if proc.poll() is None:
+            proc.kill()
+        killer.join(30)
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_back_before_the_fit_ends_gets_every_epoch_from_the_fit_itself(tmp_path):
+    """The server stops after epoch 0 and is back after epoch 2 (the fit waits at those two points for the
+    test, not on a clock): epochs 1 and 2 are logged while it is down, and the fit delivers them itself
+    once it is back, in order, once each; nothing is left for sync."""
+    server = Server(tmp_path).start()
+    # MLflow's own retries off: the journal's thread does the retrying, which is what this test is about
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", OUTAGE_FIT_SCRIPT], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for marker, step in (("epoch-0", server.stop), ("epoch-2", server.start)):
+            deadline = time.time() + 300
+            while not (tmp_path / marker).exists():
+                assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+                time.sleep(0.1)
+            step()
+            (tmp_path / ("down" if marker == "epoch-0" else "up")).touch()
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert not list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl")), err[-3000:]  # nothing for sync
+        client = mlflow.MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "val_loss"):
+            assert _history(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         server.stop()

@@ -320,10 +320,14 @@ def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
 
 
 FAILING_OVER_WORKER = """
-import sys, time
+import os, sys, time
 import mlflow
 from mlflow_dl.tracking import failover, runs
-time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all workers find the server gone at once
+ready = sys.argv[1]  # all workers find the server gone at once: each waits, after its imports, for the others
+open(os.path.join(ready, sys.argv[2]), "w").close()
+deadline = time.time() + 300
+while len(os.listdir(ready)) < 4 and time.time() < deadline:
+    time.sleep(0.005)
 assert failover.fail_over()
 with runs.tracked_run("dropout", run_name=sys.argv[2]):
     mlflow.log_metric("loss", 1.0)
@@ -335,8 +339,9 @@ def test_worker_processes_failing_over_at_once_share_one_store(tmp_path):
 
     folder = tmp_path / ".mlflow-dl" / "journal" / "offline-workers"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", FAILOVER_ENV: str(folder)}
-    start = str(time.time() + 15)  # after every worker's imports
-    workers = [subprocess.Popen([sys.executable, "-c", FAILING_OVER_WORKER, start, f"trial-{i}"], env=env,
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    workers = [subprocess.Popen([sys.executable, "-c", FAILING_OVER_WORKER, str(ready), f"trial-{i}"], env=env,
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(4)]
     errors = [w.communicate(timeout=180)[1] for w in workers]

@@ -110,7 +110,7 @@ def test_a_run_with_nan_weights_is_never_promoted(tracking_store):
     ok = fit("nan", lr=1e-4)
     same_key = {k: v for k, v in mlflow.get_run(ok.run_id).data.tags.items() if k.startswith("mlflow_dl.comparab")}
     # a user's run the user ends FINISHED, whose fit diverged and kept its last (NaN) weights
-    nan = own_fit("nan", same_key, MlflowCallback(restore_best_weights=False), epochs=6, extra=[Poison()])
+    nan = own_fit("nan", same_key, MlflowCallback(log_weights="last"), epochs=6, extra=[Poison()])
     assert nan.info.status == "FINISHED" and "NaN" in nan.data.tags[NONFINITE_TAG]
     assert nan.data.metrics["best_val_loss"] < ok.metrics["model_val_loss"]  # what the old ranking took
     result = promote("nan", "n")
@@ -182,3 +182,33 @@ def test_autolog_runs_are_keyed_by_their_data_and_never_compared_across_it(track
     assert proc.returncode == 0, proc.stderr
     champion = mlflow.MlflowClient().get_model_version_by_alias("own", "champion").run_id
     assert champion in (first, again)
+
+
+def test_a_tf_data_pipelines_key_is_marked_unhashed_and_promote_says_so(tracking_store):
+    """A pipeline is keyed by its element spec and size, not its contents: other data of the same
+    shapes shares the key, and promote's line says so."""
+    import tensorflow as tf
+
+    import mlflow_dl
+
+    mlflow.set_experiment("piped")
+    rng = np.random.default_rng(0)
+    runs = []
+    for scale in (1.0, 100.0):  # two data sets of the same shapes: one key, as nothing reads them
+        x = rng.normal(size=(40, 3)).astype("float32")
+        train_data = tf.data.Dataset.from_tensor_slices((x[:32], scale * x[:32].sum(axis=1))).batch(8)
+        val_data = tf.data.Dataset.from_tensor_slices((x[32:], scale * x[32:].sum(axis=1))).batch(8)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        mlflow_dl.autolog()
+        try:
+            model.fit(train_data, validation_data=val_data, epochs=1, verbose=0)
+        finally:
+            mlflow_dl.autolog(disable=True)
+        runs.append(mlflow.last_active_run().info.run_id)
+    tags = mlflow.get_run(runs[0]).data.tags
+    assert tags["mlflow_dl.data_digest"].startswith("unhashed:")
+    assert "unhashed:" in tags["mlflow_dl.comparability.digest"] and key_of(runs[0]) == key_of(runs[1])
+    result = promote("piped", "piped")
+    assert "not hashed" in result.message and "tf.data" in result.message and "\n" not in result.message

@@ -17,6 +17,8 @@ from conftest import free_port, mlflow_dl_cli
 from servers import Server
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+# one Ray cluster at a time: its agents take fixed default ports (dashboard agent, client server)
+pytestmark = pytest.mark.xdist_group("ray")
 
 SWEEP = ["sweep", "dropout", "--rates", "0,0.3", "--epochs", "2", "--hidden", "8", "--patience", "none"]
 

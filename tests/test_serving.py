@@ -88,6 +88,21 @@ def test_http_predictions_equal_in_process_predictions(served, monkeypatch):
     np.testing.assert_allclose(pd.DataFrame(body["predictions"])["probability"], local["probability"], atol=1e-6)
 
 
+def test_http_answers_arrays_of_rows_in_column_order(served):
+    """A 2-D array (TF-serving `inputs` or `instances`, which a numpy user sends) is rows in the
+    order of the training columns; `mlflow models serve` answers it like the DataFrame."""
+    uri, url = served
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.pyfunc.load_model(f"models:/{NAME}@champion").predict(ROWS)
+    for body in ({"inputs": ROWS.to_numpy().tolist()}, {"instances": ROWS.to_numpy().tolist()}):
+        status, answer = post(url, body)
+        assert status == 200, answer
+        np.testing.assert_allclose(pd.DataFrame(answer["predictions"])["probability"], local["probability"],
+                                   atol=1e-6)
+    status, answer = post(url, {"inputs": ROWS.to_numpy()[:, :29].tolist()})
+    assert status == 400 and "shape (25, 29)" in answer["message"] and "(n, 30)" in answer["message"], answer
+
+
 BAD = {
     "missing column": split(ROWS.drop(columns=["mean radius"])),
     "extra column": split(ROWS.assign(extra=1.0)),

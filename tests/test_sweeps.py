@@ -126,20 +126,32 @@ def test_bad_grids_one_line_exit_2_nothing_started(args, message, capsys, tracki
 
 @pytest.mark.slow
 def test_ctrl_c_kills_the_running_child_and_the_parent_keeps_the_table(tmp_path, tracking_store):
-    proc = subprocess.Popen([*mlflow_dl_cli(), "sweep", "learning_rate", "--lrs", "0.01,0.001,0.0001",
-                             "--epochs", "300", "--patience", "none", "--hidden", "8"],
+    """Ctrl-C once the first trial has finished and the second has logged an epoch. The first trial stops
+    after 2 epochs (patience 0, and no epoch can improve val_loss by 10); the second cannot end before the
+    Ctrl-C (patience and epochs far beyond what the test waits for), whatever the machine's load."""
+    proc = subprocess.Popen([*mlflow_dl_cli(), "sweep", "early_stopping", "--patience", "0,1000000",
+                             "--min-delta", "10", "--restore", "on", "--epochs", "1000000", "--hidden", "8"],
                             cwd=tmp_path, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             # as a terminal starts it: Ctrl-C not ignored, whatever this test process inherited
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        runs = all_runs()
-        if any(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs) and \
-                sum(r.info.status == "RUNNING" for r in runs) == 2:
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    client = mlflow.MlflowClient()
+
+    def second_trial_is_training():
+        children = [r for r in all_runs() if "mlflow.parentRunId" in r.data.tags]
+        running = [r for r in children if r.info.status == "RUNNING"]
+        return any(r.info.status == "FINISHED" for r in children) and len(running) == 1 and \
+            bool(client.get_metric_history(running[0].info.run_id, "loss"))
+
+    deadline = time.time() + 300
+    try:
+        while not second_trial_is_training():
+            assert proc.poll() is None and time.time() < deadline, "the second trial never started training"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # the Ctrl-C did not take: do not leave a million epochs running
+            proc.kill()
     runs = all_runs()
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     statuses = sorted(r.info.status for r in runs if "mlflow.parentRunId" in r.data.tags)

@@ -136,6 +136,8 @@ def test_executions_per_trial_are_runs_under_the_trial_which_holds_their_mean(au
     assert sorted(e.data.tags["tuner/execution"] for e in executions) == ["0", "1"]
     best = [e.data.metrics["best_val_loss"] for e in executions]
     assert trial.data.metrics["best_val_loss"] == pytest.approx(np.mean(best))
+    model = [e.data.metrics["model_val_loss"] for e in executions]  # what ranks the trial without keras-tuner's word
+    assert trial.data.metrics["model_val_loss"] == pytest.approx(np.mean(model))
     assert all(e.info.status == "FINISHED" for e in executions)
 
 

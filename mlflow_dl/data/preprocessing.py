@@ -54,6 +54,23 @@ class Preprocessing:
                 problem.append("no rows")
             raise InputError(f"{'; '.join(problem)}; expected rows with the columns {list(self.columns)}")
 
+    def rows(self, data) -> pd.DataFrame:
+        """What a request holds -> rows with the model's columns: a DataFrame as it is, or a 2-D array
+        (float32 or float64, as `fit` took it) whose columns are the model's, in their order. A DataFrame
+        with pandas' default column labels 0..n-1 (`pd.DataFrame(array)`) counts as such an array."""
+        if isinstance(data, pd.DataFrame):
+            if not isinstance(data.columns, pd.RangeIndex) or [str(c) for c in data.columns] == list(self.columns):
+                return data
+            data = data.to_numpy()
+        if isinstance(data, dict):
+            return pd.DataFrame(data)
+        x = np.asarray(data)
+        if x.ndim != 2 or x.shape[1] != len(self.columns):
+            raise InputError(f"an array of shape {x.shape}; expected rows of {len(self.columns)} values "
+                             f"(shape (n, {len(self.columns)})) in the order of the columns {list(self.columns)}, "
+                             f"or a DataFrame with those columns")
+        return pd.DataFrame(x, columns=list(self.columns))
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray | dict[str, np.ndarray]:
         """Raw rows (original column names, any order) -> scaled float32 matrix (or one per group)."""
         self.check_columns(frame)

@@ -7,6 +7,7 @@ the served model takes raw rows because it carries the scaler.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -19,6 +20,7 @@ from functools import partial
 
 from mlflow_dl.config import DataSpec, FitSpec, TrialSpec
 from mlflow_dl.errors import ConfigError
+from mlflow_dl.runtime import trial_state
 from mlflow_dl.sweeps.trial_specs import Axis, Trial
 
 QUESTION = "Which values of your own model's arguments are best?"
@@ -38,9 +40,8 @@ def resolve(ref):
         if module_name.endswith(".py"):
             module = _from_file(module_name)
         else:
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(module_name)
+            with _working_folder_importable():
+                module = importlib.import_module(module_name)
         fn = getattr(module, name)
     except Exception as exc:  # noqa: BLE001 - whatever the user's module raises, said in one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -49,6 +50,21 @@ def resolve(ref):
     if not callable(fn):
         raise ConfigError(f"model={text!r} is a {type(fn).__name__}, not a function; expected {EXPECTED_REF}")
     return fn
+
+
+@contextlib.contextmanager
+def _working_folder_importable():
+    """The working folder on sys.path for the block (where `package.module` is looked up), then sys.path
+    as it was: a user's process keeps its own import path."""
+    folder = os.getcwd()
+    added = folder not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
 
 
 def _from_file(path: str):
@@ -115,7 +131,8 @@ def check(fn, ref, grid: dict[str, list]) -> None:
     if any(not values for values in grid.values()):
         raise ConfigError(f"grid={grid!r} has a key without values; expected one or more values per key")
     first = points(grid)[0]
-    model = _build(fn, label, first)
+    with trial_state.kept():  # a user's process: its random streams and Keras session as they were
+        model = _build(fn, label, first)
     import keras
 
     if not isinstance(model, keras.Model):
@@ -136,8 +153,11 @@ def _build(fn, label, values: dict):
 
 
 def build_user_model(ref, values: dict, spec: TrialSpec, splits):
-    """Trial.build_model: the user's function at this grid point (imported by name in a worker)."""
-    return resolve(ref)(**values)
+    """Trial.build_model: the user's function at this grid point (imported by name in a worker; the
+    working folder importable while it builds, as when it was imported)."""
+    fn = resolve(ref)
+    with _working_folder_importable():
+        return fn(**values)
 
 
 def _name(values: dict) -> str:

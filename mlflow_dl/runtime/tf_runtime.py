@@ -1,7 +1,8 @@
 """Four settings for how TensorFlow and Keras run the lessons' small models (figures: bench/RESULTS.md).
 
 All four apply, through own_fit() around each fit, only in a process mlflow-dl owns; a user's process gets only
-the one trace of the train step. README "Workarounds" and strict xfails in tests/test_tf_runtime.py track them:
+the one trace of the train step (on the fitted model alone), and Grappler off only where it sets
+MLFLOW_DL_GRAPPLER=off itself. README "Workarounds" and strict xfails in tests/test_tf_runtime.py track them:
 
 - Keras' saving cache: keyed inconsistently (keras 3.11-3.15, saving_lib.get_attr_skipset), rebuilt every save.
 - Grappler off in mlflow-dl's own processes (`MLFLOW_DL_GRAPPLER=on` keeps it): a cost with no gain here.

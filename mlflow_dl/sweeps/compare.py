@@ -71,14 +71,13 @@ def _x(table: pd.DataFrame, axis: Axis):
 
 def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Axis) -> tuple[dict, float | None]:
     """{artifact path: figure} and the knee (in the swept value's units) if the family has one."""
-    import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from mlflow_dl.tracking import plots  # (importing it selects the Agg backend)
+    from mlflow_dl.tracking import plots
 
     figures, knee_value = {}, None
     done = table[table["status"] == "FINISHED"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plots.subplots(figsize=(6.5, 4))
     numeric = axis.key is not None and len(done)  # else: a bar per trial, named on the x axis
     if numeric:
         curve = done.groupby(axis.key)[["train_loss_at_best", "best_val_loss"]].min().reset_index()
@@ -126,7 +125,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
         fig.tight_layout()
     figures["plots/loss_vs_swept_value.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plots.subplots(figsize=(6.5, 4))
     stops = {}
     if "pruned_at_epoch" in table:
         stops = {row["trial"]: int(row["pruned_at_epoch"]) for _, row in _pruned(table).iterrows()}
@@ -157,8 +156,6 @@ def value_figures(table: pd.DataFrame, keys: list[str]) -> dict:
     """{plots/val_loss_vs_<key>.png: figure} for each key whose values are all numbers (a search's
     hyper-parameters, logged as text params): the family's loss-against-value plot, one per key,
     on a log axis when the positive values span more than two decades."""
-    import matplotlib.pyplot as plt
-
     figures = {}
     for key in keys:
         values = pd.to_numeric(table[key], errors="coerce")
@@ -170,6 +167,6 @@ def value_figures(table: pd.DataFrame, keys: list[str]) -> dict:
         with warnings.catch_warnings():  # the curves figure, unused here, has no curves to label
             warnings.simplefilter("ignore", UserWarning)
             figs, _ = comparison_figures(table.assign(**{key: values}), {}, axis)
-        plt.close(figs.pop("plots/val_loss_curves.png"))
+        figs.pop("plots/val_loss_curves.png")
         figures[f"plots/val_loss_vs_{key}.png"] = figs["plots/loss_vs_swept_value.png"]
     return figures

@@ -157,8 +157,8 @@ def _ready() -> None:
 def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
     """`workers` - 1 spawned processes beside this one, each importing tensorflow once and taking many
     trials; started now, so their start (a new interpreter, tensorflow, the data) overlaps
-    the parent run's. Every process gets its share of the cores (this one too, where TensorFlow has
-    not run yet)."""
+    the parent run's. Every worker gets its share of the cores, and so does this process where it is
+    mlflow-dl's own and TensorFlow has not run yet; a user's process keeps its TensorFlow threads."""
     import multiprocessing
 
     import mlflow
@@ -169,10 +169,11 @@ def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
                                initargs=(mlflow.get_tracking_uri(), data_spec, threads, family))
     for _ in range(workers - 1):
         pool.submit(_ready)
-    try:
-        _share_cores(threads)
-    except RuntimeError:  # TensorFlow has run in this process already (a notebook): its threads stay
-        pass
+    if process.owned():
+        try:
+            _share_cores(threads)
+        except RuntimeError:  # TensorFlow has run in this process already: its threads stay
+            pass
     return pool
 
 

@@ -149,7 +149,7 @@ class _Bridge:
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
         splits = self.trial_splits(hp.values)
         window = splits.preprocessing.window
-        self.tracker = MlflowCallback(preprocessing=splits.preprocessing,
+        self.tracker = MlflowCallback(preprocessing=splits.preprocessing, restore_best_weights=True,
                                       input_example=splits.raw_test.head(5 + window), family=FAMILY,
                                       log_fit_params=False, log_datasets=False)  # begin() logs the spec's
         from mlflow_dl.trial_runner import comparability_tags

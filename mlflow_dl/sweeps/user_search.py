@@ -80,19 +80,21 @@ class _UserBridge(bridge_module._Bridge):
         return result
 
     def end(self, trial) -> None:
-        """Several executions: the trial's child holds their mean (val_loss per epoch, best_val_loss)."""
+        """Several executions: the trial's child holds their mean (val_loss per epoch, best_val_loss,
+        model_val_loss: what ranks the trial when keras-tuner names no best one)."""
         if self.executions > 1 and self._runs:
             self._log_mean()
         super().end(trial)
 
     def _log_mean(self) -> None:
         curves = [t.history.get("val_loss", []) for t in self._runs]
-        best = [t.summary().get("best_val_loss", math.nan) for t in self._runs]
         length = min(len(c) for c in curves)
         for epoch in range(length):
             mlflow.log_metric("val_loss", float(np.mean([c[epoch] for c in curves])), step=epoch)
-        if all(math.isfinite(b) for b in best):
-            mlflow.log_metric("best_val_loss", float(np.mean(best)))
+        for key in ("best_val_loss", "model_val_loss"):
+            values = [t.summary().get(key, math.nan) for t in self._runs]
+            if all(math.isfinite(v) for v in values):
+                mlflow.log_metric(key, float(np.mean(values)))
 
 
 class _UserTrialRuns(bridge_module._TrialRuns):

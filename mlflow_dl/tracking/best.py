@@ -1,4 +1,4 @@
-"""Which epoch is best: the monitor's direction (Keras' mode="auto" rule) and finite weights.
+"""Which epoch is best: the monitor's direction (Keras' mode="auto" rule), finite weights, and the data loss.
 
 Keras decides mode="auto" privately (`MonitorCallback._set_monitor_op`, `Metric._direction`), so this mirrors
 it: `loss` is minimised, a metric's `_direction` is used when present, else names holding acc, auc, precision,
@@ -15,6 +15,8 @@ from mlflow_dl.errors import ConfigError
 
 MODES = ("auto", "min", "max")
 MAXIMISED_WORDS = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2_score")
+DATA_LOSS = "val_data_loss"  # val_loss without the weight penalties: logged per epoch when the model has one
+LOG_WEIGHTS = ("best", "last")
 
 
 def check_mode(mode: str) -> str:
@@ -22,6 +24,33 @@ def check_mode(mode: str) -> str:
         raise ConfigError(f"mode={mode!r} is invalid; expected one of {', '.join(MODES)} "
                           "(auto: accuracy, AUC, precision, recall are maximised, other metrics minimised)")
     return mode
+
+
+def check_log_weights(log_weights: str) -> str:
+    if log_weights not in LOG_WEIGHTS:
+        raise ConfigError(f"log_weights={log_weights!r} is invalid; expected best (the best epoch's weights) "
+                          "or last (the weights fit ended with)")
+    return log_weights
+
+
+def penalised(model) -> list:
+    """The trainable variables that carry a weight regulariser: Keras adds their penalties to every
+    loss it reports, val_loss included (Layer._get_regularization_losses, Trainer.compute_loss)."""
+    return [v for v in model.trainable_weights if getattr(v, "regularizer", None) is not None]
+
+
+def weight_penalty(variables: list) -> float:
+    """The weight penalty Keras adds to the loss, at the variables' current values; 0.0 for none.
+    Fixed while Keras validates (the weights do not move), so val_loss - this is the data loss."""
+    import keras
+
+    return float(sum(float(keras.ops.convert_to_numpy(v.regularizer(v))) for v in variables))
+
+
+def activity_regularised(layers: list) -> list[str]:
+    """The names of layers with an activity regulariser: a penalty on the data, which no
+    subtraction at the end of the epoch can recover."""
+    return [layer.name for layer in layers if getattr(layer, "activity_regularizer", None) is not None]
 
 
 def _compiled_metrics(model) -> list:

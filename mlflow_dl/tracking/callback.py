@@ -33,6 +33,7 @@ DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs
 MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # why a run has no servable model
 NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # why the logged weights are no candidate (NaN / infinity)
 MODEL_VAL_LOSS_TAG = "mlflow_dl.model_val_loss_epoch"  # set when model_val_loss is not the model epoch's own
+ACTIVITY_TAG = "mlflow_dl.model_val_loss_note"  # what model_val_loss holds for a model with activity regularisers
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
 
 
@@ -54,12 +55,17 @@ def _version(dist: str) -> str:
 class MlflowCallback(keras.callbacks.Callback):
     """Log a Keras fit to MLflow.
 
-    Per-epoch metrics keep Keras' names, step = epoch (0-based). At the end: `best_epoch`, `best_<monitor>` (its
+    Per-epoch metrics keep Keras' names, step = epoch (0-based); a model with a weight penalty (L1/L2) also
+    logs `val_data_loss` (val_loss without the penalty). At the end: `best_epoch`, `best_<monitor>` (its
     value there), `best_val_loss` (minimum over epochs), `best_epoch_loss` (train loss at the best epoch),
-    `stopped_epoch`, `model_epoch` and `model_val_loss` (the epoch whose weights the logged model holds, and their
-    validation loss: what rankings use). Artifacts: `checkpoints/best.keras`, `plots/learning_curves.png` and the
-    model `model` (`runs:/RUN_ID/model`), a pyfunc carrying its preprocessing. With `restore_best_weights` (the
-    default) the logged model holds the best epoch's weights.
+    `stopped_epoch`, `model_epoch`, `model_val_loss` (the epoch whose weights the logged model holds, and their
+    validation data loss, without the penalty: what rankings use) and `model_val_penalty` (the penalty there).
+    Artifacts: `checkpoints/best.keras` (the best epoch), `plots/learning_curves.png` and the model `model`
+    (`runs:/RUN_ID/model`), a pyfunc carrying its preprocessing.
+
+    It only observes: the model keeps the weights fit left it. `log_weights` "best" (default) or "last" says which
+    epoch's weights the logged model holds; `restore_best_weights=True` also gives the model the best epoch's
+    weights at the end of fit, as Keras' EarlyStopping(restore_best_weights=True) would.
 
     `mode` "min", "max" or "auto" (Keras' rule: accuracy, AUC, precision, recall... maximised) is the best epoch's
     direction; epochs without the monitor (validation_freq > 1) or with a non-finite value are no candidates, and
@@ -72,21 +78,23 @@ class MlflowCallback(keras.callbacks.Callback):
     `data_digests`). Both off where the caller logs its own (the families' runs).
     """
 
-    def __init__(self, monitor: str | None = None, restore_best_weights: bool = True, log_model: bool = True,
+    def __init__(self, monitor: str | None = None, restore_best_weights: bool = False, log_model: bool = True,
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
                  family: str = "autolog", backup_dir: str | None = None, mode: str = "auto",
-                 log_fit_params: bool = True, log_datasets: bool = True):
+                 log_fit_params: bool = True, log_datasets: bool = True, log_weights: str = "best"):
         """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
         it already exists (`mlflow-dl resume`) the steps the run holds are not logged again.
 
-        `monitor` None: val_loss, unless the fit has an EarlyStopping that restores its best weights;
-        then its best epoch is the fit's (its monitor, mode, min_delta, baseline), as Keras restores it."""
+        `monitor` None: val_loss (val_data_loss for a model with a weight penalty), unless the fit has an
+        EarlyStopping that restores its best weights; then its best epoch is the fit's (its monitor, mode,
+        min_delta, baseline), as Keras restores it, and the logged one."""
         super().__init__()
         self.backup_dir = backup_dir
-        self.given = (monitor, mode, restore_best_weights)  # what fit may override with a user's EarlyStopping
+        self.given = (monitor, mode, best_rule.check_log_weights(log_weights))  # what a user's EarlyStopping may override
         self.monitor = monitor or "val_loss"
         self.mode = best_rule.check_mode(mode)
         self.restore_best_weights = restore_best_weights
+        self.log_weights = log_weights
         self.log_model = log_model
         self.preprocessing = preprocessing
         self.input_example = input_example
@@ -137,8 +145,9 @@ class MlflowCallback(keras.callbacks.Callback):
                 earlier = self._earlier_epochs(run_id)
                 self._logged_through = max(earlier, default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
-        self.record = FitEpochs(self.model, self.monitor, self.mode, self.restore_best_weights, self.backup_dir,
+        self.record = FitEpochs(self.model, self.monitor, self.mode, self.log_weights == "best", self.backup_dir,
                                 earlier)
+        self._penalised = None  # the variables with a weight penalty, once the model is built
         self._signals.install(self.model)
         # while the model trains: stage the servable model, log the architecture (both known once the
         # model is built; a model without an Input: at the end of fit)
@@ -180,15 +189,27 @@ class MlflowCallback(keras.callbacks.Callback):
         """The fit's EarlyStopping that restores its best weights, whose monitor and mode this fit then
         takes (when none was given): Keras hands the model that epoch's weights at the end of fit, so
         that epoch is the best one and the one logged. None otherwise."""
-        monitor, mode, restore = self.given
-        self.monitor, self.mode, self.restore_best_weights = monitor or "val_loss", best_rule.check_mode(mode), restore
+        monitor, mode, log_weights = self.given
+        self.monitor, self.mode, self.log_weights = monitor or "val_loss", best_rule.check_mode(mode), log_weights
         if monitor is not None:
             return None
         for callback in fit_params.fit_callbacks(arguments):
             if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
-                self.monitor, self.mode, self.restore_best_weights = callback.monitor, callback.mode, True
+                self.monitor, self.mode, self.log_weights = callback.monitor, callback.mode, "best"
                 return callback
         return None
+
+    def _weigh_penalty(self) -> None:
+        """Once the model is built: its penalised variables, and the data loss as the default rank
+        (no monitor named, no restoring EarlyStopping choosing); a model with activity regularisers
+        is tagged with what model_val_loss then holds."""
+        self._penalised = best_rule.penalised(self.model)
+        if self._penalised and self.given[0] is None and self._early_stopping is None:
+            self.monitor = self.record.monitor = self.record.ranked = best_rule.DATA_LOSS
+        if active := best_rule.activity_regularised(fit_params.leaf_layers(self.model)):
+            self._logger.set_tags({ACTIVITY_TAG: (
+                f"activity regularisers ({', '.join(active)[:200]}): model_val_loss includes their penalty on the "
+                "validation rows; only the weight penalties are taken out")})
 
     def _log_fit(self, active, arguments: dict | None) -> None:
         """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
@@ -231,6 +252,10 @@ class MlflowCallback(keras.callbacks.Callback):
         if self._signals.received and self._signals.epoch_cut(self.params.get("steps")):
             self._end_interrupted()  # a cut epoch is not logged as a whole one, nor backed up after this
         values = {k: float(v) for k, v in (logs or {}).items()}
+        if self._penalised is None:
+            self._weigh_penalty()
+        if self._penalised and "val_loss" in values:  # the weights are those validation ran with
+            values[best_rule.DATA_LOSS] = values["val_loss"] - best_rule.weight_penalty(self._penalised)
         self.record.add(epoch, values)
         if not self._size_logged:
             self._log_size()
@@ -349,8 +374,8 @@ class MlflowCallback(keras.callbacks.Callback):
             online = side.submit(lambda: not self.offline and logger.flush(timeout=FLUSH_TIMEOUT))
             curves = (side.submit(fit_artifacts.render_curves, record.epochs, record.history, record.best_epoch, tmp)
                       if record.history else None)
-            files = (fit_artifacts.save_checkpoint(self.model, record.best_weights, self.restore_best_weights,
-                                                   bool(record.nonfinite), tmp)
+            files = (fit_artifacts.save_checkpoint(self.model, record.best_weights, record.log_best,
+                                                   self.restore_best_weights, bool(record.nonfinite), tmp)
                      if record.best_weights is not None else None)
             if not online.result():
                 self._end_through_journal(curves and curves.result(), files and files[0])

@@ -60,10 +60,14 @@ def _one(loss) -> str:
     return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
-def fit_tags(model, dataset: str, digests: list[str] | tuple[str, ...], validation: str) -> dict[str, str]:
-    """The key of a user's own `model.fit` (autolog): the digests of its inputs (train and validation
-    data sets, as logged), the model's compiled loss, and how validation rows were chosen
-    (`validation`: e.g. "validation_split=0.2" or "validation_data"). Target and task are what
-    the digests and the loss already pin down."""
-    return tags(dataset=dataset, digest=",".join(sorted(digests)), target="fit", task="fit",
-                loss=loss_name(model), split=validation)
+def fit_tags(model, dataset: str, digests, validation: str) -> dict[str, str]:
+    """The key of a user's own `model.fit` (autolog): the digests of its inputs with their roles
+    (`digests`: {"training": ..., "validation": ...}, or the two in that order), the model's
+    compiled loss, and how validation rows were chosen (`validation`: e.g. "validation_split=0.2" or
+    "validation_data"). Target and task are what the digests and the loss already pin down. A digest
+    of data not in memory (fit_datasets.UNHASHED) stays visible in the key's digest part, where
+    promotion reads it."""
+    roles = dict(digests) if isinstance(digests, dict) else dict(zip(("training", "validation"), digests))
+    return tags(dataset=dataset, digest=",".join(f"{role}={d}" for role, d in roles.items()), target="fit",
+                task="fit", loss=loss_name(model), split=validation)
+

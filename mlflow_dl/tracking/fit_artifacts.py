@@ -73,22 +73,27 @@ def render_curves(epochs: dict[int, dict[str, float]], history: dict, best_epoch
     return path
 
 
-def save_checkpoint(model, best_weights, restore_best_weights: bool, nonfinite: bool, tmp: str) -> tuple[str, str | None]:
-    """Write best.keras; return it and the file the logged model uses (the final weights when
-    restore_best_weights is off; None when those are not finite). The model keeps the weights fit
-    ended with, or the best epoch's when restore_best_weights is on."""
-    final = None if restore_best_weights else model.get_weights()
+def save_checkpoint(model, best_weights, log_best: bool, restore: bool, nonfinite: bool, tmp: str
+                    ) -> tuple[str, str | None]:
+    """Write best.keras (the best epoch's weights); return it and the file the logged model uses:
+    best.keras, or final.keras (the weights fit ended with) when log_best is off; None when those
+    are not finite. The model ends with the best epoch's weights only when `restore`; otherwise with
+    the very values fit left it, so a tracked fit computes what an untracked one does."""
+    final = model.get_weights()
     model.set_weights(best_weights)
     best_path = os.path.join(tmp, "best.keras")
     model.save(best_path)
-    if final is None:
-        return best_path, None if nonfinite else best_path
     model.set_weights(final)
-    if nonfinite:
-        return best_path, None
-    final_path = os.path.join(tmp, "final.keras")
-    model.save(final_path)
-    return best_path, final_path
+    logged = best_path
+    if not log_best:
+        logged = None if nonfinite else os.path.join(tmp, "final.keras")
+        if logged:
+            model.save(logged)
+    elif nonfinite:
+        logged = None
+    if restore:
+        model.set_weights(best_weights)
+    return best_path, logged
 
 
 def stage(run_id: str, model, preprocessing: Preprocessing | None, input_example: pd.DataFrame | None

@@ -1,9 +1,10 @@
 """The data a user's own `model.fit` trained and validated on, as MLflow dataset inputs with a digest.
 
-The digest is this module's own because MLflow's read the whole input: it hashes shapes, dtypes, column names
-and at most SAMPLE evenly spaced values per array, so its cost does not grow with the rows. A `tf.data` dataset
-is hashed by element spec and cardinality (same-shaped, same-size pipelines share a digest); Python generators
-and keras PyDatasets get none.
+In-memory data (numpy arrays, DataFrames, tensors) is hashed over all its bytes with blake2b, at memory
+speed (bench/RESULTS.md has the cost against a fit), so data differing in one value gets another digest.
+What is not in memory (a `tf.data` pipeline, a Python generator, a keras PyDataset) cannot be read without
+consuming it: its digest is marked `unhashed:` and covers only what can be told without reading it (element
+spec and size, or the kind of object), so that other data of the same shapes shares it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 DIGEST_TAG = "mlflow_dl.data_digest"  # the training data's digest, on every run that knows it
 VALIDATION_DIGEST_TAG = "mlflow_dl.validation_digest"
-SAMPLE = 20_000  # values hashed per array, evenly spaced over it
+UNHASHED = "unhashed:"  # a digest that does not cover the contents
 CONTEXTS = ("training", "validation")
 
 
@@ -79,37 +80,57 @@ def _leaves(x, name: str = ""):
         yield name, x
 
 
-def _hash(md5, leaf) -> bool:
-    """Feed one array-like to md5; False when it is not one (a generator, a PyDataset)."""
+def _bytes(h, array: np.ndarray) -> None:
+    """Every value of a numpy array: its raw bytes, or (objects: strings, mixed) pandas' per-value hashes."""
+    if array.dtype.kind in "biufcmMV":
+        h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    else:
+        h.update(pd.util.hash_array(np.asarray(array, dtype=object).reshape(-1)).view(np.uint8))
+
+
+def _hash(h, leaf) -> str | None:
+    """Feed one array-like to h; None when all its values were, else what stood in for them."""
     if leaf is None:
-        md5.update(b"none")
+        h.update(b"none")
     elif isinstance(leaf, (pd.DataFrame, pd.Series)):
-        names = list(leaf.columns) if isinstance(leaf, pd.DataFrame) else [leaf.name]
-        md5.update(repr((names, [str(t) for t in np.atleast_1d(leaf.dtypes)], len(leaf))).encode())
-        md5.update(pd.util.hash_pandas_object(leaf.iloc[::max(1, len(leaf) // SAMPLE)], index=False).values)
+        frame = leaf.to_frame() if isinstance(leaf, pd.Series) else leaf
+        h.update(repr((list(map(str, frame.columns)), [str(t) for t in frame.dtypes], frame.shape)).encode())
+        for _, column in frame.items():
+            if isinstance(column.dtype, np.dtype):
+                _bytes(h, column.to_numpy())
+            else:  # pandas' own dtypes (categorical, nullable integers, Arrow strings)
+                h.update(pd.util.hash_pandas_object(column, index=False).to_numpy().view(np.uint8))
     elif _is_tf_dataset(leaf):
-        md5.update(repr((leaf.element_spec, int(leaf.cardinality()))).encode())
+        h.update(repr((leaf.element_spec, int(leaf.cardinality()))).encode())
+        return "tf.data pipeline"
     elif hasattr(leaf, "__array__") and hasattr(leaf, "shape"):
         array = np.asarray(leaf)
-        md5.update(repr((array.shape, str(array.dtype))).encode())
-        flat = array.reshape(-1)
-        md5.update(pd.util.hash_array(np.ascontiguousarray(flat[::max(1, flat.size // SAMPLE)])))
+        h.update(repr((array.shape, str(array.dtype))).encode())
+        _bytes(h, array)
     else:
-        return False
-    return True
+        h.update(f"{type(leaf).__module__}.{type(leaf).__qualname__}".encode())
+        return type(leaf).__name__
+    return None
 
 
-def digest(data: tuple) -> str | None:
-    """An 8-hex-digit digest of (x, y), the same for the same values; None when x is not hashable."""
-    md5 = hashlib.md5(usedforsecurity=False)
+def digest(data: tuple) -> str:
+    """A 16-hex-digit digest of (x, y), the same for the same values; prefixed UNHASHED when part of
+    it is not in memory (a tf.data pipeline, a generator), whose contents it then does not cover."""
+    h = hashlib.blake2b(digest_size=8)
+    unhashed = False
     for name, leaf in _leaves(data):
-        md5.update(name.encode())
+        h.update(name.encode())
         try:
-            if not _hash(md5, leaf):
-                return None
-        except (TypeError, ValueError):  # an array-like numpy or pandas cannot hash (ragged, odd dtypes)
-            return None
-    return md5.hexdigest()[:8]
+            unhashed = _hash(h, leaf) is not None or unhashed
+        except (TypeError, ValueError):  # an array-like numpy or pandas cannot read (ragged, odd dtypes)
+            h.update(type(leaf).__name__.encode())
+            unhashed = True
+    return (UNHASHED if unhashed else "") + h.hexdigest()
+
+
+def hashed(digest_: str | None) -> bool:
+    """Whether a digest covers the data's contents (not UNHASHED)."""
+    return bool(digest_) and not str(digest_).startswith(UNHASHED)
 
 
 def _numpy(x):
@@ -141,18 +162,16 @@ def mlflow_dataset(data: tuple, digest_: str, name: str, source):
 
 
 def digests(arguments: dict) -> dict[str, str]:
-    """{"training": digest, "validation": digest} of what fit gets, each when it can be hashed."""
-    out = {}
-    for context, data in parts(arguments).items():
-        if (d := digest(data)) is not None:
-            out[context] = d
-    return out
+    """{"training": digest, "validation": digest} of what fit gets (training first)."""
+    return {context: digest(data) for context, data in parts(arguments).items()}
 
 
 def datasets(arguments: dict, digests_: dict[str, str], source_tags: dict[str, str]) -> list[tuple]:
-    """[(mlflow dataset, context)] for each part with a digest; named after its context."""
+    """[(mlflow dataset, context)] for each part MLflow can describe (in memory, or a tf.data pipeline;
+    not a generator); named after its context."""
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     source = CodeDatasetSource(tags=source_tags)
     return [(mlflow_dataset(data, digests_[context], context, source), context)
-            for context, data in parts(arguments).items() if context in digests_]
+            for context, data in parts(arguments).items()
+            if context in digests_ and (hashed(digests_[context]) or _is_tf_dataset(data[0]))]

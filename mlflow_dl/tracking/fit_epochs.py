@@ -2,8 +2,9 @@
 
 The best epoch follows the monitor's direction (tracking/best.py) over finite values only; while
 the monitor has not shown (validation_freq > 1, no validation data) the training loss stands in.
-A fit resumed by `mlflow-dl resume` takes the killed process's epochs, and its best weights from
-the backup folder.
+A model with a weight penalty (L1/L2) is ranked on its data loss (best.DATA_LOSS, val_loss without
+the penalty) unless a monitor was named. A fit resumed by `mlflow-dl resume` takes the killed
+process's epochs, and its best weights from the backup folder.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, fo
 class FitEpochs:
     """Every epoch's logs, the history by metric, the best epoch and its weights, and the summary."""
 
-    def __init__(self, model, monitor: str, mode: str, restore_best_weights: bool, backup_dir: str | None = None,
+    def __init__(self, model, monitor: str, mode: str, log_best: bool, backup_dir: str | None = None,
                  earlier: dict[int, dict[str, float]] | None = None):
-        """`earlier`: a resumed run's epochs as logged before the kill."""
+        """`log_best`: the logged model holds the best epoch's weights (else the last epoch's);
+        `earlier`: a resumed run's epochs as logged before the kill."""
         self.model = model
-        self.monitor, self.mode, self.restore_best_weights = monitor, mode, restore_best_weights
+        self.monitor, self.mode, self.log_best = monitor, mode, log_best
         self.backup_dir = backup_dir
         self._earlier = earlier or {}
         self.history: dict[str, list[float]] = {}
@@ -108,7 +110,7 @@ class FitEpochs:
         if not self.epochs:
             return None
         epoch = self.model_epoch
-        weights = self.best_weights if self.restore_best_weights else self.model.get_weights()
+        weights = self.best_weights if self.log_best else self.model.get_weights()
         if epoch is None or weights is None:
             self.nonfinite = f"no epoch with finite {self.ranked}: {self.divergence() or 'no weights to log'}"
         elif bad := best_rule.nonfinite(weights):
@@ -118,21 +120,24 @@ class FitEpochs:
 
     @property
     def model_epoch(self) -> int | None:
-        """The epoch whose weights the logged model holds: the best one when restored, else the last."""
-        if self.restore_best_weights:
+        """The epoch whose weights the logged model holds: the best one (log_best), else the last."""
+        if self.log_best:
             return self.best_epoch
         return max(self.epochs) if self.epochs else None
 
-    def model_val_loss(self) -> tuple[float, int] | None:
-        """(val_loss, its epoch) of the logged weights; when that epoch was not validated
-        (validation_freq), the latest validated epoch before it."""
+    def model_val_loss(self) -> tuple[float, int, float] | None:
+        """(data loss, its epoch, weight penalty there) of the logged weights: val_loss without the
+        penalty (best.DATA_LOSS; val_loss itself for a model without one); when that epoch was not
+        validated (validation_freq), the latest validated epoch before it."""
         epoch = self.model_epoch
         if epoch is None or self.nonfinite:
             return None
         for e in sorted((e for e in self.epochs if e <= epoch), reverse=True):
-            value = self.epochs[e].get("val_loss", math.nan)
+            logs = self.epochs[e]
+            value = logs.get("val_loss", math.nan)
             if math.isfinite(value):
-                return value, e
+                data = logs.get(best_rule.DATA_LOSS, value)
+                return data, e, value - data
         return None
 
     def divergence(self) -> str | None:
@@ -143,7 +148,7 @@ class FitEpochs:
 
     def summary(self) -> dict[str, float]:
         """The end-of-fit metrics: best_epoch, best_<monitor>, best_val_loss, best_epoch_loss,
-        stopped_epoch, model_epoch and model_val_loss (what rankings use)."""
+        stopped_epoch, model_epoch, model_val_loss (what rankings use) and model_val_penalty."""
         if not self.epochs:
             return {}
         out = {"stopped_epoch": max(self.epochs)}
@@ -157,5 +162,5 @@ class FitEpochs:
         if self.model_epoch is not None:
             out["model_epoch"] = self.model_epoch
         if (model := self.model_val_loss()) is not None:
-            out["model_val_loss"] = model[0]
+            out["model_val_loss"], out["model_val_penalty"] = model[0], model[2]
         return out

@@ -126,14 +126,17 @@ def stage_pipeline_model(run_id: str, prep: Preprocessing, input_example: pd.Dat
 def stage_tensor_model(run_id: str, signature: ModelSignature, input_example, keyed: bool,
                        custom_objects: dict[str, str] | None = None) -> StagedModel:
     """The same for a model that takes named tensors (several inputs, sequences, images): the
-    request's arrays, checked against the tensor `signature`, go to the network as a dict (`keyed`)
-    or in the signature's order."""
-    specs = signature.inputs.inputs
-    metadata = {"mlflow_dl": {"input_tensors": [{"name": s.name, "dtype": str(s.type), "shape": list(s.shape)}
-                                                for s in specs]}}
-    config = {"inputs": [s.name for s in specs], "keyed": keyed}
-    return _stage(run_id, TENSOR_MODEL_CODE, signature, input_example, metadata,
-                  {**config, **_custom(custom_objects)}, lambda root: ({}, []))
+    request's arrays, checked against the inputs of the tensor `signature`, go to the network as a
+    dict (`keyed`) or in the signature's order.
+
+    The logged signature keeps the outputs only, and the inputs (names, dtypes, shapes) travel in the
+    model's metadata and config: MLflow checks a TensorSpec by exact dtype before `predict` is called,
+    so a float32 input would refuse the float64 arrays Keras' own `predict` casts. The served model
+    checks them itself and casts what casts safely."""
+    specs = [{"name": s.name, "dtype": str(s.type), "shape": list(s.shape)} for s in signature.inputs.inputs]
+    return _stage(run_id, TENSOR_MODEL_CODE, ModelSignature(outputs=signature.outputs), input_example,
+                  {"mlflow_dl": {"input_tensors": specs}},
+                  {"input_tensors": specs, "keyed": keyed, **_custom(custom_objects)}, lambda root: ({}, []))
 
 
 def _custom(custom: dict[str, str] | None) -> dict:

@@ -1,25 +1,39 @@
-"""Figures a run carries: learning curves, confusion matrix, predicted vs actual."""
+"""Figures a run carries: learning curves, confusion matrix, predicted vs actual.
+
+Every figure is a `matplotlib.figure.Figure` drawn by the Agg canvas, outside pyplot: matplotlib's
+backend (the user's choice) is never switched and pyplot's list of open figures never grows.
+"""
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def new_figure(figsize=None) -> Figure:
+    """A figure on its own Agg canvas; it goes with its last reference (nothing to close)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """(figure, axes) as `pyplot.subplots` returns them, on a `new_figure`."""
+    fig = new_figure(figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _warm_up() -> None:
     """Render one tiny figure now: matplotlib's first text and PNG carry one-off set-up
     (fonts, caches) that would otherwise land in the first fit's end, on the training process's GIL."""
-    fig, ax = plt.subplots(figsize=(1, 1))
+    fig, ax = subplots(figsize=(1, 1))
     ax.plot([0, 1], [0, 1], label="0")
     ax.set_title("0")
     ax.legend(loc="upper right", fontsize=8)
     fig.savefig(io.BytesIO(), format="png", dpi=20)
-    plt.close(fig)
 
 
 _warm_up()
@@ -41,7 +55,7 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int | None = No
     """
     names = [k for k in history if not k.startswith("val_")]
     width, height = 4.2 * len(names), 3.4
-    fig, axes = plt.subplots(1, len(names), figsize=(width, height), squeeze=False)
+    fig, axes = subplots(1, len(names), figsize=(width, height), squeeze=False)
     fixed_margins(fig, left=0.6, bottom=0.5, top=0.3, right=0.15)
     fig.subplots_adjust(wspace=0.7 * len(names) / width)
     for ax, name in zip(axes[0], names):
@@ -67,9 +81,7 @@ def confusion_matrix(y_true, y_pred, labels):
 
     One figure per set of class names is kept and redrawn with each call's counts: building its
     axes and ticks again would be a third of its cost, paid by every trial of a sweep.
-    The figure stays outside pyplot, so closing it is a no-op.
     """
-    from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
     from sklearn.metrics import confusion_matrix as count
 
@@ -77,7 +89,7 @@ def confusion_matrix(y_true, y_pred, labels):
     cm = count(y_true, y_pred, labels=list(range(len(names))))
     display = _confusion.get(names)
     if display is None:
-        fig = Figure(figsize=(4.5, 4.5))
+        fig = new_figure((4.5, 4.5))
         display = ConfusionMatrixDisplay(cm, display_labels=list(names)).plot(
             ax=fig.add_subplot(), colorbar=False, values_format="d")
         display.ax_.set_title("test confusion matrix")
@@ -95,7 +107,7 @@ def confusion_matrix(y_true, y_pred, labels):
 
 
 def predicted_vs_actual(y_true, y_pred):
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = subplots(figsize=(4.5, 4.5))
     ax.scatter(y_true, y_pred, s=10, alpha=0.6)
     lo, hi = float(np.min([y_true, y_pred])), float(np.max([y_true, y_pred]))
     ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
@@ -107,13 +119,13 @@ def predicted_vs_actual(y_true, y_pred):
 
 
 def close(fig) -> None:
-    plt.close(fig)
+    """Nothing to do: these figures live outside pyplot and go with their last reference."""
 
 
 def scree(ratio, cumulative, elbow: int | None, for_variance: dict[float, int]):
     """Explained-variance ratio per component (bars) and its cumulative sum, elbow and 90/95/99% marked."""
     k = np.arange(1, len(ratio) + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     ax.bar(k, ratio, color="tab:blue", alpha=0.7, label="explained variance ratio")
     ax.plot(k, cumulative, "o-", color="tab:orange", markersize=3, label="cumulative")
     if elbow is not None:
@@ -131,7 +143,7 @@ def scree(ratio, cumulative, elbow: int | None, for_variance: dict[float, int]):
 
 def embedding(xy, y, classes=None, title: str = "t-SNE of the training rows"):
     """2-D points coloured by class (a legend) or by a continuous target (a colour bar)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = subplots(figsize=(5.5, 4.5))
     if classes is not None:
         for code, label in enumerate(classes):
             mask = np.asarray(y) == code

@@ -3,7 +3,8 @@
 MLflow copies this file into the model; it must not import mlflow_dl, only the
 copy of mlflow_dl/data/preprocessing.py that travels with it in code/ under the
 name `mlflow_dl_preprocessing`. Requests hold raw rows with the original column
-names; the model applies the training-time preprocessing itself.
+names, or a 2-D array of them in order (as a numpy `fit` took them); the model
+applies the training-time preprocessing itself.
 """
 
 import importlib
@@ -32,12 +33,11 @@ class KerasPipelineModel(PythonModel):
             self.prep = Preprocessing.from_json(f.read())
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
-        # the hint is one MLflow infers no schema from: the signature is given at logging, and
-        # Preprocessing.transform checks the columns itself
+        # the hint is one MLflow infers no schema from and converts nothing to (no warning, no check):
+        # the signature is given at logging, and Preprocessing checks the rows itself, a DataFrame
+        # with the columns or a 2-D array of them in order
         try:
-            if not isinstance(model_input, pd.DataFrame):
-                model_input = pd.DataFrame(model_input)
-            x = self.prep.transform(model_input)
+            x = self.prep.transform(self.prep.rows(model_input))
         except (self._input_error, ValueError, TypeError) as exc:
             # the scoring server answers INVALID_PARAMETER_VALUE with HTTP 400
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlflow_dl.tracking import plots  # noqa: F401  (selects the Agg backend)
-import matplotlib.pyplot as plt  # noqa: E402
+from mlflow_dl.tracking import plots
 
 
 def series_profile(y, bounds):
     """The raw target over time, with the validation and test parts shaded."""
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plots.subplots(figsize=(9, 3.6))
     ax.plot(y.index, y.to_numpy(), linewidth=1)
     ax.axvspan(bounds[0], bounds[1], color="orange", alpha=0.15, label="validation")
     ax.axvspan(bounds[1], y.index[-1], color="red", alpha=0.12, label="test")
@@ -22,7 +21,7 @@ def series_profile(y, bounds):
 
 def forecast(dates, actual, predicted: dict):
     """Actual against each forecast over the test span."""
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plots.subplots(figsize=(9, 3.6))
     ax.plot(dates, actual, color="black", linewidth=1.5, label="actual")
     for name, values in predicted.items():
         ax.plot(dates, values, linewidth=1, linestyle="--" if name == "persistence" else "-", label=name)
@@ -37,7 +36,7 @@ def ranking(names, mae, approaches, persistence_mae: float):
     """Test MAE of every approach, best first, persistence as the line to beat."""
     colours = {"naive": "grey", "statistical": "tab:green", "machine learning": "tab:orange",
                "deep learning": "tab:blue"}
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
+    fig, ax = plots.subplots(figsize=(7, 0.35 * len(names) + 1.5))
     y = np.arange(len(names))[::-1]
     ax.barh(y, mae, color=[colours.get(a, "tab:blue") for a in approaches])
     ax.set_yticks(y, [str(n) for n in names], fontsize=8)

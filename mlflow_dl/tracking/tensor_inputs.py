@@ -1,7 +1,8 @@
 """What a Keras model takes, as named tensors: the served model's tensor signature.
 
-A model taking one table is served by the raw-row pyfunc (columns f0..fN); any other gets one TensorSpec per
-input, named after its `keras.Input` (or dict key). A subclassed model declares no inputs, so what it was built
+A model taking one table is served by the raw-row pyfunc (columns f0..fN, or a 2-D array); any other gets one
+TensorSpec per input, named after its `keras.Input` (or dict key), which model_logging records in the model's
+metadata for the served model to check requests against. A subclassed model declares no inputs, so what it was built
 on at its first batch (`get_build_config`, public) stands in.
 """
 
