@@ -258,14 +258,13 @@ def _coarse_key(client, parent_id: str, experiment_id: str) -> dict[str, str]:
 
 def _check_digest(data_spec, expected: str | None, given: bool) -> None:
     """Refuse data whose digest is not the coarse sweep's (in one line)."""
-    import mlflow
-
     from mlflow_dl.data.datasets import load_dataset
+    from mlflow_dl.trial_runner import dataset_input
 
     if expected is None:
         return
     ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
-    digest = mlflow.data.from_pandas(ds.frame, name=ds.name, targets=str(ds.y.name)).digest
+    digest = dataset_input(ds).digest  # as the coarse trials tagged it
     if digest != expected:
         what = "the data given" if given else f"dataset={data_spec.dataset!r}"
         raise DataError(f"{what} has digest {digest}, the coarse sweep's has {expected}; expected the same rows "
