@@ -46,6 +46,16 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_sessionfinish(session):
+    """Measured by coverage.py through COVERAGE_PROCESS_START (README, "Tests and benchmarks"): save this
+    process's data now, since xdist kills a worker still exiting 10 s after the run, before coverage's own save."""
+    if os.environ.get("COVERAGE_PROCESS_START"):
+        import coverage
+
+        if (cov := coverage.Coverage.current()) is not None:
+            cov.save()
+
+
 @pytest.fixture(autouse=True)
 def tracking_store(tmp_path, monkeypatch):
     """Each test: its own folder and SQLite store; fails if it leaks an active run."""
