@@ -108,7 +108,7 @@ def test_ray_sweep_of_your_own_model_imports_it_by_name(tmp_path, ray_cluster):
                              capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stderr[-3000:]
         client = mlflow.MlflowClient(server.url)
-        (parent,), _ = _table(client, "mlflow-dl")
+        (parent,), children = _table(client, "mlflow-dl")
         assert parent.data.params["sweep.executor"] == "ray" and parent.data.params["sweep.build"] == "my_models:build"
         assert list(children["name"]) == ["units=2", "units=3"] and set(children["status"]) == {"FINISHED"}, \
             children.to_string()
