@@ -45,7 +45,12 @@ def ray_cluster():
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever of the cluster outlived `ray start` (its GCS server, raylet, agents): no orphans
             os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 
