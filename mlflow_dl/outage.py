@@ -114,7 +114,7 @@ def _online(fn, uri: str, *args, **kwargs):
         folder = os.environ.pop(failover.FAILOVER_ENV)  # (a command run in-process leaves nothing behind)
         os.environ.pop(offline_store.PID_ENV, None)
         kept = os.path.isdir(folder) and _close(offline_store.OfflineStore(folder, runs.redact(uri)))
-    if outcome == "finished" and not kept and not _journals_since(spool.journal_dir(), started):
+    if outcome == "finished" and not kept and not _journals_since(spool.journal_dir(), started, str(os.getpid())):
         return
     print(f"mlflow-dl: the tracking server at {runs.redact(uri)} stopped answering during the command, which "
           f"{outcome}; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
@@ -136,13 +136,14 @@ def _restore(saved: dict) -> None:
     mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
 
 
-def _journals_since(folder: str, started: float) -> bool:
-    """Whether runs of this command left records in their journals that the server never acknowledged."""
+def _journals_since(folder: str, started: float, command: str) -> bool:
+    """Whether runs of this command left records in their journals that the server never acknowledged
+    (another command's journals in the same folder, such as one running beside it, are not this one's)."""
     from mlflow_dl.tracking.spool import unsent
 
     try:
         paths = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jsonl")]
-        return any(os.path.getmtime(p) >= started - 1 and unsent(p) for p in paths)
+        return any(os.path.getmtime(p) >= started - 1 and unsent(p, command) for p in paths)
     except OSError:
         return False
 

@@ -260,6 +260,23 @@ def test_server_lost_during_train_and_never_back_within_the_command(tmp_path):
         server.stop()
 
 
+def test_another_commands_unsent_journal_in_the_same_folder_is_not_this_commands_outage(tmp_path):
+    """Two commands in one project folder: the journal of one still sending (or left by a lost server) must
+    not make the other, whose server answered throughout, report a lost server (exit 4)."""
+    journal = tmp_path / ".mlflow-dl" / "journal"
+    journal.mkdir(parents=True)
+    theirs = journal / "0123456789abcdef0123456789abcdef.jsonl"
+    theirs.write_text(json.dumps({"op": "open", "tracking_uri": "http://127.0.0.1:1", "command": "1"}) + "\n"
+                      + json.dumps({"seq": 1, "op": "metric", "key": "loss", "value": 1.0, "step": 0}) + "\n")
+    later = time.time() + 3600  # as if still appended to while this command runs
+    os.utime(theirs, (later, later))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    out, _ = _cli(["train", "--epochs", "1", "--patience", "none", "--hidden", "4"], env, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "stopped answering" not in out.stderr
+    assert theirs.exists()  # left for its own command, or `sync`
+
+
 def test_sync_with_the_server_still_down_stops_in_seconds_and_keeps_the_store(tmp_path):
     port = free_port()
     store = tmp_path / ".mlflow-dl" / "journal" / "offline-20260101-000000-00000000"

@@ -19,6 +19,7 @@ import uuid
 from mlflow.entities import Metric, Param, RunTag
 
 from mlflow_dl.tracking import rejection
+from mlflow_dl.tracking.offline_store import PID_ENV
 from mlflow_dl.tracking.runs import artifact_path, redact
 
 JOURNAL_DIR_ENV = "MLFLOW_DL_JOURNAL_DIR"
@@ -69,7 +70,9 @@ class Journal:
         self._seq = _last_seq(self.path)  # a run's journal opened again (its run ended after the fit) goes on
         self._lock = threading.Lock()
         self._unacked: set[int] = set()
-        self._write({"op": "open", "tracking_uri": redact(tracking_uri), "run_id": run_id})
+        # `command`: the CLI command whose processes write this journal, so it reports only its own (outage.py)
+        self._write({"op": "open", "tracking_uri": redact(tracking_uri), "run_id": run_id,
+                     "command": os.environ.get(PID_ENV)})
 
     def _write(self, record: dict) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -116,15 +119,20 @@ class Journal:
             return True
 
 
-def unsent(path: str) -> int:
-    """How many records of a journal file the server has not acknowledged."""
-    seqs, acked = set(), set()
+def unsent(path: str, command: str | None = None) -> int:
+    """How many records of a journal file the server has not acknowledged; with `command` (a CLI command's
+    process id), 0 unless that command's processes wrote the journal."""
+    seqs, acked, commands = set(), set(), set()
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip().endswith("}"):
                 record = json.loads(line)
                 seqs.add(record.get("seq"))
                 acked.add(record.get("ack"))
+                if record.get("op") == "open":
+                    commands.add(record.get("command"))
+    if command is not None and command not in commands:
+        return 0
     return len(seqs - acked - {None})
 
 
