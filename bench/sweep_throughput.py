@@ -43,7 +43,9 @@ def cli() -> list[str]:
 def run(cmd, cwd) -> float:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "2"}
     started = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} exited with {out.returncode}:\n{out.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
