@@ -39,7 +39,7 @@ def main() -> None:
 
     from mlflow_dl.config import ModelSpec
     from mlflow_dl.models.multi_input import build_multi_input
-    from mlflow_dl.tracking.callback import MlflowCallback
+    from mlflow_dl.fit.callback import MlflowCallback
 
     class WithoutArchitecture(MlflowCallback):
         def _log_architecture(self):  # the baseline: everything else as shipped

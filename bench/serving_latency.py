@@ -85,7 +85,7 @@ def main() -> None:
     from mlflow_dl.data.preprocessing import Preprocessing
     from mlflow_dl.families.train import train
     from mlflow_dl.registry import promote
-    from mlflow_dl.tracking.model_logging import KERAS_FILE, pip_requirements
+    from mlflow_dl.fit.model_logging import KERAS_FILE, pip_requirements
 
     root = tempfile.mkdtemp(prefix="b6-")
     uri = f"sqlite:///{root}/mlflow.db"

@@ -9,7 +9,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "MlflowCallback": "mlflow_dl.tracking.callback",
+    "MlflowCallback": "mlflow_dl.fit.callback",
     "autolog": "mlflow_dl.autologging",
     "train": "mlflow_dl.families.train",
     "sweep_model": "mlflow_dl.families.custom",

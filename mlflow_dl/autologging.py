@@ -14,8 +14,9 @@ import inspect
 
 import keras
 
-from mlflow_dl.tracking import fit_params, runs
-from mlflow_dl.tracking.callback import MlflowCallback
+from mlflow_dl.fit import fit_params
+from mlflow_dl.delivery import runs
+from mlflow_dl.fit.callback import MlflowCallback
 
 _original_fit = None
 

@@ -14,7 +14,7 @@ import threading
 import click
 
 from mlflow_dl.errors import MlflowDLError
-from mlflow_dl.outage import ServerUnreachable, needs_server, offline, trains_offline
+from mlflow_dl.delivery.outage import ServerUnreachable, needs_server, offline, trains_offline
 
 
 def _quiet_tensorflow() -> None:
@@ -62,7 +62,7 @@ def prune_spec(kw: dict):
     on, rule, warmup, startup = (kw.pop(k) for k in ("prune", "prune_rule", "prune_warmup", "prune_startup"))
     if not on:
         return None
-    from mlflow_dl.pruning import PruneSpec
+    from mlflow_dl.training.pruning import PruneSpec
 
     return PruneSpec(rule=rule, warmup=warmup, startup=startup)
 
@@ -240,8 +240,8 @@ def server(backend_store_uri, artifacts_destination, host, port, app_name, allow
 @click.option("--journal-dir", default=None, help="Journal folder (default: $MLFLOW_DL_JOURNAL_DIR or .mlflow-dl/journal, and the per-user folder journals go to when that cannot be written).")
 def sync(journal_dir):
     """Send what runs journaled while the tracking server was away (idempotent: nothing twice)."""
-    from mlflow_dl.outage import sync_stores
-    from mlflow_dl.tracking.spool import replay_all
+    from mlflow_dl.delivery.outage import sync_stores
+    from mlflow_dl.delivery.spool import replay_all
 
     stores = sync_stores(journal_dir, echo=click.echo)
     done = replay_all(journal_dir)
@@ -256,7 +256,7 @@ def sync(journal_dir):
 def resume(run_id):
     """Continue a killed run from its last completed epoch, in the same run."""
     _quiet_tensorflow()
-    from mlflow_dl.recovery import resume as resume_fn
+    from mlflow_dl.training.resume import resume as resume_fn
 
     click.echo(_describe(resume_fn(run_id)))
 
@@ -267,7 +267,7 @@ def resume(run_id):
 @needs_server("reap", "find the runs left RUNNING and end them")
 def reap(older_than, experiment):
     """End KILLED the runs left RUNNING without a heartbeat for longer than --older-than."""
-    from mlflow_dl.recovery import parse_age, reap as reap_fn
+    from mlflow_dl.training.resume import parse_age, reap as reap_fn
 
     reaped = reap_fn(parse_age(older_than), experiment)
     for run_id in reaped:
@@ -466,7 +466,7 @@ def refine(parent_run_id, trials, data, target, **kw):
 @needs_server("diagnose", "read the run's residuals and log the diagnostics")
 def diagnose(run_id):
     """Residual diagnostics of a time-series run: ACF/PACF, ADF, KPSS, Shapiro-Wilk, Ljung-Box, Goldfeld-Quandt."""
-    from mlflow_dl.diagnostics import diagnose as diagnose_fn, is_white_noise
+    from mlflow_dl.training.diagnostics import diagnose as diagnose_fn, is_white_noise
 
     metrics = diagnose_fn(run_id)
     for key, value in metrics.items():

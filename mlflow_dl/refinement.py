@@ -259,7 +259,7 @@ def _coarse_key(client, parent_id: str, experiment_id: str) -> dict[str, str]:
 def _check_digest(data_spec, expected: str | None, given: bool) -> None:
     """Refuse data whose digest is not the coarse sweep's (in one line)."""
     from mlflow_dl.data.datasets import load_dataset
-    from mlflow_dl.trial_runner import dataset_input
+    from mlflow_dl.training.trial import dataset_input
 
     if expected is None:
         return
@@ -282,9 +282,9 @@ def refine(parent_run_id: str, trials: int = 4, data=None, target: str | None = 
     import mlflow
 
     from mlflow_dl import families
-    from mlflow_dl.recovery import spec_from_params
+    from mlflow_dl.training.resume import spec_from_params
     from mlflow_dl.sweeps.runner import sweep
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.delivery import runs
 
     run = runs.existing_run(parent_run_id)
     params, tags = run.data.params, run.data.tags

@@ -9,7 +9,7 @@ import pytest
 
 import mlflow_dl
 from conftest import all_runs
-from mlflow_dl.tracking import fit_datasets, fit_params
+from mlflow_dl.fit import fit_datasets, fit_params
 
 
 def lecture_data(rows=64, seed=0):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.tracking.callback import NONFINITE_TAG, MlflowCallback
+from mlflow_dl.fit.callback import NONFINITE_TAG, MlflowCallback
 
 
 class Weights(keras.callbacks.Callback):
@@ -188,7 +188,7 @@ def test_resume_keeps_the_best_over_all_epochs(tmp_path):
 
 
 def test_auto_direction_reads_keras_metrics_and_falls_back_to_the_name():
-    from mlflow_dl.tracking.best import direction
+    from mlflow_dl.fit.best import direction
 
     def my_recall(y, p):  # a plain function: Keras wraps it without a `_direction`
         return keras.ops.mean(p)

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mlflow_dl.tracking import comparability as c
-from mlflow_dl.tracking import fit_datasets
+from mlflow_dl.fit import comparability as c
+from mlflow_dl.fit import fit_datasets
 
 BASE = dict(digest="abc", target="y", task="regression", loss="mse", scale_y=False,
             split=c.split_text(42, 0.2, 0.2), horizon=None)

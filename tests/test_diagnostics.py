@@ -4,7 +4,7 @@ import numpy as np
 from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.tsa.stattools import adfuller
 
-from mlflow_dl.diagnostics import is_white_noise, residual_tests
+from mlflow_dl.training.diagnostics import is_white_noise, residual_tests
 
 
 def test_white_noise_passes_ljung_box_and_adf():

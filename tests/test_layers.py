@@ -63,4 +63,4 @@ def test_the_check_sees_an_upward_import(tmp_path):
     sample.write_text("def f():\n    from mlflow_dl.families import get\n    from mlflow_dl import runtime, sweeps\n")
     layers = layer_map()
     assert imports(sample) == [(2, "mlflow_dl.families"), (3, "mlflow_dl.runtime"), (3, "mlflow_dl.sweeps")]
-    assert layers["families"] > layers["sweeps"] > layers["tracking"] > layers["runtime"] > layers["data"]
+    assert layers["families"] > layers["sweeps"] > layers["training"] > layers["fit"] > layers["delivery"] > layers["runtime"] > layers["data"]

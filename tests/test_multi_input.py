@@ -149,7 +149,7 @@ def test_served_multi_input_model_routes_one_dataframe_to_its_inputs(sweep_resul
 
 
 def test_no_graphviz_the_run_goes_on_and_says_so_once(monkeypatch, capfd):
-    from mlflow_dl.tracking import callback, fit_artifacts
+    from mlflow_dl.fit import callback, fit_artifacts
 
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no `dot` on the PATH
     monkeypatch.setattr(fit_artifacts, "_SAID_NO_GRAPHVIZ", False)

@@ -339,7 +339,7 @@ def test_server_lost_during_a_sweep_the_rest_trains_offline_then_sync(tmp_path):
 FAILING_OVER_WORKER = """
 import os, sys, time
 import mlflow
-from mlflow_dl.tracking import failover, runs
+from mlflow_dl.delivery import failover, runs
 ready = sys.argv[1]  # all workers find the server gone at once: each waits, after its imports, for the others
 open(os.path.join(ready, sys.argv[2]), "w").close()
 deadline = time.time() + 300
@@ -352,7 +352,7 @@ with runs.tracked_run("dropout", run_name=sys.argv[2]):
 
 
 def test_worker_processes_failing_over_at_once_share_one_store(tmp_path):
-    from mlflow_dl.tracking.failover import FAILOVER_ENV
+    from mlflow_dl.delivery.failover import FAILOVER_ENV
 
     folder = tmp_path / ".mlflow-dl" / "journal" / "offline-workers"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", FAILOVER_ENV: str(folder)}

@@ -18,8 +18,8 @@ from mlflow_dl.errors import PromotionError
 from mlflow_dl.families.train import train
 from mlflow_dl.registry import promote
 from mlflow_dl.families import sweep
-from mlflow_dl.tracking import comparability
-from mlflow_dl.tracking.callback import NONFINITE_TAG, MlflowCallback
+from mlflow_dl.fit import comparability
+from mlflow_dl.fit.callback import NONFINITE_TAG, MlflowCallback
 
 KEY = comparability.KEY_TAG
 

@@ -115,7 +115,7 @@ def test_ctrl_c_while_a_run_is_being_started_ends_it_killed(monkeypatch, trackin
     """A Ctrl-C between MLflow creating a run and handing it back must not leave it RUNNING."""
     import signal
 
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.delivery import runs
 
     real_start_run = mlflow.start_run
 

@@ -12,7 +12,7 @@ from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, PromotionError
 from mlflow_dl.families.train import train
 from mlflow_dl.registry import find_best, promote
-from mlflow_dl.tracking import comparability
+from mlflow_dl.fit import comparability
 
 
 def fit(experiment, lr, epochs=2, dataset="breast_cancer", hidden="8"):

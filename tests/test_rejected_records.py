@@ -12,8 +12,8 @@ import pytest
 from mlflow.exceptions import MlflowException, RestException
 
 import mlflow_dl
-from mlflow_dl.tracking import rejection, spool
-from mlflow_dl.tracking.logger import BackgroundLogger
+from mlflow_dl.delivery import rejection, spool
+from mlflow_dl.delivery.logger import BackgroundLogger
 
 
 @pytest.fixture

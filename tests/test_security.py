@@ -31,15 +31,15 @@ def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path, mlflow_serve
 
 
 def test_redact_keeps_user_and_host_drops_password():
-    from mlflow_dl.tracking.runs import redact
+    from mlflow_dl.delivery.runs import redact
 
     assert redact("http://bob:pw@10.0.0.5:5000/prefix") == "http://bob@10.0.0.5:5000/prefix"
     assert redact("https://mlflow.team.local") == "https://mlflow.team.local"
 
 
 def test_artifact_paths_are_normalised_and_kept_inside_the_run(tmp_path):
-    from mlflow_dl.tracking import runs, spool
-    from mlflow_dl.tracking.logger import BackgroundLogger
+    from mlflow_dl.delivery import runs, spool
+    from mlflow_dl.delivery.logger import BackgroundLogger
 
     client = mlflow.MlflowClient()
     run_id = client.create_run(client.create_experiment("paths")).info.run_id

@@ -59,7 +59,7 @@ def test_runs_logging_one_new_dataset_at_once_all_get_it(store, tracking_store, 
     import numpy as np
     import pandas as pd
 
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.delivery import runs
 
     if store == "postgres":
         uri = request.getfixturevalue("postgres_uri")  # SQLAlchemy 2.1's default driver is psycopg 3: name psycopg2

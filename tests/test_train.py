@@ -68,7 +68,7 @@ def test_confusion_matrix_redrawn_for_the_next_trial_is_what_a_new_figure_shows(
 
     from PIL import Image
 
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     def pixels(fig):
         buffer = io.BytesIO()

@@ -1,7 +1,7 @@
 """Your own model: a function of keyword values returning a compiled keras.Model, over a crossed grid.
 
 The function is named `package.module:function` or `path/to/file.py:function` so worker processes and Ray
-tasks can import it. Each grid point is a child run fitted by `trial_runner.run_trial` on the scaled splits;
+tasks can import it. Each grid point is a child run fitted by `training.trial.run_trial` on the scaled splits;
 the served model takes raw rows because it carries the scaler.
 """
 
@@ -186,7 +186,7 @@ def log_comparison(table, histories) -> None:
     import mlflow
 
     from mlflow_dl.sweeps.compare import value_figures
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     keys = [k for k in table.columns if k not in ("trial", "status", "error", "run_id")
             and not k.startswith(("best_", "test_", "train_")) and k not in ("total_params", "fit_seconds")]
@@ -270,7 +270,7 @@ def sweep_model(build, grid, data, target: str | None = None, *, epochs: int = 2
     function defined in a notebook or `__main__` runs inline only. `data`: arrays (x, y), a DataFrame with the
     `target` column, a tf.data.Dataset of (features, target) rows, or a CSV path (or bundled data set name).
     `scaler` is fitted on the training rows; the served model takes raw rows. `prune`: True (or a
-    mlflow_dl.pruning.PruneSpec) stops losing trials early. Returns the runner's SweepResult.
+    mlflow_dl.training.pruning.PruneSpec) stops losing trials early. Returns the runner's SweepResult.
     """
     from mlflow_dl.sweeps.runner import sweep
 

@@ -46,7 +46,7 @@ def tsne_picture(splits, seed: int):
     """t-SNE (2-D) of up to TSNE_ROWS training rows, coloured by class or by the target."""
     from sklearn.manifold import TSNE
 
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     prep = splits.preprocessing
     rng = np.random.default_rng(seed)
@@ -64,7 +64,7 @@ def log_parent(ds, splits, trials: list[Trial]) -> None:
     import mlflow
 
     from mlflow_dl.data.reduction import scree
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     s = scree(splits.x_train)
     table = pd.DataFrame({"component": np.arange(1, len(s.ratio) + 1), "explained_variance_ratio": s.ratio,

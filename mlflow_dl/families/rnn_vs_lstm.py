@@ -79,8 +79,8 @@ def after_fit(model, splits: WindowSplits) -> dict[str, float]:
     """Inside the child run: MASE, the forecast plot, the test predictions and the residual diagnostics."""
     import mlflow
 
-    from mlflow_dl import diagnostics
-    from mlflow_dl.tracking import plots, series_plots
+    from mlflow_dl.training import diagnostics
+    from mlflow_dl.fit import plots, series_plots
 
     run_id = mlflow.active_run().info.run_id
     mlflow.log_params(splits.scored)
@@ -106,8 +106,8 @@ def log_parent(ds, series, trials) -> None:
 
     from statsmodels.tsa.stattools import adfuller, kpss
 
-    from mlflow_dl.diagnostics import pvalue
-    from mlflow_dl.tracking import plots, series_plots
+    from mlflow_dl.training.diagnostics import pvalue
+    from mlflow_dl.fit import plots, series_plots
 
     y = pd.Series(ds.y.to_numpy(np.float64), index=ds.dates, name=ds.y.name)
     # not `season`: under `mlflow run` that is the MLproject parameter as given (often empty)
@@ -171,7 +171,7 @@ def rank_table(table: pd.DataFrame, ds, series, trials) -> pd.DataFrame:
     import mlflow
 
     from mlflow_dl.data.windows import persistence, seasonal_naive
-    from mlflow_dl.tracking import plots, series_plots
+    from mlflow_dl.fit import plots, series_plots
 
     longest = max(t.spec.data.timesteps for t in trials)
     horizon = trials[0].spec.data.horizon

@@ -20,6 +20,6 @@ def train(spec: TrialSpec | None = None, experiment: str | None = None, name: st
     spec = spec or TrialSpec()
     ds = load_dataset(spec.data.dataset, spec.data.target, spec.data.task, spec.data.dropna)
     splits = split_and_scale(ds, spec.data)
-    from mlflow_dl.trial_runner import run_trial  # tensorflow: only once the data is known to be usable
+    from mlflow_dl.training.trial import run_trial  # tensorflow: only once the data is known to be usable
 
     return run_trial(ds, splits, spec, family="train", run_name=name or run_name(spec, ds.name), experiment=experiment)

@@ -73,7 +73,7 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
     """{artifact path: figure} and the knee (in the swept value's units) if the family has one."""
     from matplotlib import ticker
 
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     figures, knee_value = {}, None
     done = table[table["status"] == "FINISHED"]

@@ -1,6 +1,6 @@
 """Where trials run: inline (this process), N local worker processes, or tasks on a Ray cluster.
 
-Either way each trial goes through `trial_runner.run_trial` and logs its own child run
+Either way each trial goes through `training.trial.run_trial` and logs its own child run
 under the parent; results come back in the order the trials were given.
 """
 
@@ -20,7 +20,7 @@ def run_one(ds, splits, trial, family: str, parent_run_id: str):
     """One child run; a failure comes back as a FAILED result, Ctrl-C propagates. `family`: the
     family's module name (its last part tags the run)."""
     from mlflow_dl.data.split import subsample_train
-    from mlflow_dl.trial_runner import run_trial
+    from mlflow_dl.training.trial import run_trial
 
     splits = subsample_train(splits, trial.train_fraction, trial.spec.data.seed)
     if trial.prepare is not None:
@@ -99,7 +99,7 @@ def connect_ray(address: str) -> None:
         import ray as ray_lib
     except ImportError:
         raise ConfigError("executor='ray' needs Ray; expected it installed: pip install 'mlflow-dl[ray]'") from None
-    from mlflow_dl.tracking import offline_store
+    from mlflow_dl.delivery import offline_store
 
     uri = mlflow.get_tracking_uri()
     if (store := offline_store.active()) is not None:

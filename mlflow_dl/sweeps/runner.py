@@ -80,11 +80,11 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     rank_table, log_comparison, log_parent); workers and Ray import it by module name. `executor`: inline
     (workers=1), processes (workers>1) or ray (tasks on the cluster at `ray_address`). Bad grids fail before any
     run; a failing trial ends FAILED and the sweep goes on; Ctrl-C ends the parent KILLED, its table logged.
-    `prune`: True or a mlflow_dl.pruning.PruneSpec stops losing trials early by Optuna's rule. `linked`
+    `prune`: True or a mlflow_dl.training.pruning.PruneSpec stops losing trials early by Optuna's rule. `linked`
     (mlflow_dl/refinement.py): the tags of a sweep that refines another, and the coarse trials' table rows
     and curves, shown beside the new ones.
     """
-    from mlflow_dl import pruning
+    from mlflow_dl.training import pruning
 
     from mlflow_dl.runtime import heap
     from mlflow_dl.data.datasets import load_dataset
@@ -114,7 +114,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     import mlflow  # MLflow (and below, TensorFlow): only once the grid and the data are known to be usable
 
     from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.tracking import failover, runs
+    from mlflow_dl.delivery import failover, runs
 
     _warn_sqlite_workers(workers)
     pool = None
@@ -123,7 +123,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     elif executor == "processes":
         pool = executors.start_workers(base.data, module.__name__, workers)
     if executor != "ray":  # this process runs trials too: tensorflow before the parent run, not the sweep's own time
-        importlib.import_module("mlflow_dl.trial_runner")
+        importlib.import_module("mlflow_dl.training.trial")
     try:
         # the heap frozen from the parent's start to its end, trials and summary alike: let go any earlier,
         # the next full collection scans all that TensorFlow loaded inside the parent run
@@ -183,7 +183,7 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
                 table.to_csv(path, index=False)
                 mlflow.log_artifact(path)
             if len(finished):
-                from mlflow_dl.tracking import plots  # matplotlib: after the workers' start, not before it
+                from mlflow_dl.fit import plots  # matplotlib: after the workers' start, not before it
 
                 figures, knee_value = compare.comparison_figures(table, histories, module.AXIS)
                 for artifact, fig in figures.items():

@@ -21,8 +21,8 @@ class Trial:
     # build_model(spec, splits) -> compiled keras.Model (None: trial.mlp_builder)
     prepare: Callable | None = None
     build_model: Callable | None = None
-    after_fit: Callable | None = None  # after_fit(model, splits) -> metrics, inside the child run (trial_runner.run_trial)
-    prune: object | None = None  # mlflow_dl.pruning.PruneSpec of the sweep's study, set by the runner with prune=True
+    after_fit: Callable | None = None  # after_fit(model, splits) -> metrics, inside the child run (training.trial.run_trial)
+    prune: object | None = None  # mlflow_dl.training.pruning.PruneSpec of the sweep's study, set by the runner with prune=True
 
 
 @dataclass(frozen=True)

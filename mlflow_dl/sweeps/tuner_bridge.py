@@ -27,12 +27,13 @@ from mlflow_dl.config import ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, TrainingError
 from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl import pruning as pruning_module
+from mlflow_dl.training import pruning as pruning_module
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trial_specs import Axis
-from mlflow_dl.tracking import failover, plots, runs
-from mlflow_dl.tracking.callback import MlflowCallback
+from mlflow_dl.delivery import failover, runs
+from mlflow_dl.fit import plots
+from mlflow_dl.fit.callback import MlflowCallback
 
 FAMILY = "tune"
 SEARCH_TAG = "mlflow_dl.search_id"
@@ -89,7 +90,7 @@ class _Bridge:
         self._begun: set[str] = set()  # trial ids this process began (keras-tuner may run one again)
         self._tags: dict[str, str] = {}  # the running trial's
         # each trial this process ended, as children_table reads it from MLflow: the summary when
-        # the server went away during the search (tracking/failover.py) and the children are in two stores
+        # the server went away during the search (delivery/failover.py) and the children are in two stores
         self.ended: dict[str, tuple[dict, list[float]]] = {}
         self.prune = None  # the search's PruneSpec (its Optuna study) when `tune` prunes: not with Hyperband
 
@@ -131,7 +132,7 @@ class _Bridge:
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
         """The child's params: the trial's values as `hp.*`, and what the search shares."""
-        from mlflow_dl.trial_runner import dataset_input
+        from mlflow_dl.training.trial import dataset_input
 
         spec = self.spec_for(self.base, searched)
         mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial_id})
@@ -152,7 +153,7 @@ class _Bridge:
         self.tracker = MlflowCallback(preprocessing=splits.preprocessing, restore_best_weights=True,
                                       input_example=splits.raw_test.head(5 + window), family=FAMILY,
                                       log_fit_params=False, log_datasets=False)  # begin() logs the spec's
-        from mlflow_dl.trial_runner import comparability_tags
+        from mlflow_dl.training.trial import comparability_tags
 
         self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in
                                                    comparability_tags(self.ds, splits, self.base, model).items()])
@@ -162,7 +163,7 @@ class _Bridge:
             args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
         pruning = None
         if self.prune is not None:  # the same Optuna rule as the sweeps', reported to by this trial's fit
-            from mlflow_dl import prune_callback
+            from mlflow_dl.training import prune_callback
 
             pruning = prune_callback.start(self.prune, int(kwargs.get("epochs") or self.base.fit.epochs))
         try:
@@ -320,7 +321,7 @@ def _ended_table(bridge: _Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
 
 def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
     """The search's summary (summarize_search), then the best model on the test split."""
-    from mlflow_dl.trial_runner import test_metrics, test_outputs, test_plot
+    from mlflow_dl.training.trial import test_metrics, test_outputs, test_plot
 
     offline = failover.failed_over()  # some children on the server, the rest in the offline store
     table, best_run_id, values = summarize_search(tuner, parent_id, experiment_id,

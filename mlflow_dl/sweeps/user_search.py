@@ -19,8 +19,8 @@ import mlflow
 import numpy as np
 
 from mlflow_dl.sweeps import tuner_bridge as bridge_module
-from mlflow_dl.tracking import runs
-from mlflow_dl.tracking.callback import MlflowCallback
+from mlflow_dl.delivery import runs
+from mlflow_dl.fit.callback import MlflowCallback
 
 FAMILY = bridge_module.FAMILY
 EXECUTION_TAG = "tuner/execution"

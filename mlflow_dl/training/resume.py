@@ -54,7 +54,7 @@ def resume(run_id: str):
     """Continue a killed run from its last completed epoch, in the same run; returns the TrialResult."""
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale, subsample_train
-    from mlflow_dl.tracking import runs, spool
+    from mlflow_dl.delivery import runs, spool
 
     journal = os.path.join(spool.journal_dir(), f"{run_id}.jsonl")
     if os.path.exists(journal):
@@ -75,7 +75,7 @@ def resume(run_id: str):
     fraction = float(run.data.params.get("data.train_fraction", "1"))
     if fraction < 1:
         splits = subsample_train(splits, fraction, spec.data.seed)
-    from mlflow_dl.trial_runner import run_trial  # tensorflow: only once the run is known to be resumable
+    from mlflow_dl.training.trial import run_trial  # tensorflow: only once the run is known to be resumable
 
     previous = os.environ.get("MLFLOW_RUN_ID")
     os.environ["MLFLOW_RUN_ID"] = run_id  # runs.start_run continues this run, as under `mlflow run`
@@ -92,7 +92,7 @@ def reap(older_than: float, experiment: str | None = None) -> list[str]:
     """End KILLED every RUNNING run whose last heartbeat (or start) is older than `older_than` seconds."""
     import mlflow
 
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.delivery import runs
 
     client = mlflow.MlflowClient()
     if experiment:

@@ -27,7 +27,7 @@ def ensure_experiment(name: str | None = None) -> str:
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        from mlflow_dl.tracking.offline_store import artifact_location
+        from mlflow_dl.delivery.offline_store import artifact_location
 
         try:
             return client.create_experiment(name, artifact_location=artifact_location(name), tags=EXPERIMENT_KIND)
@@ -60,7 +60,7 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     its parent by `parent_run_id` (nested or from a worker process) and goes to the parent's experiment
     (`parent_experiment_id` saves a round trip). If the server went away, the run starts in the offline store.
     """
-    from mlflow_dl.tracking import failover
+    from mlflow_dl.delivery import failover
 
     args = (family, run_name, experiment, parent_run_id, tags, parent_experiment_id)
     if failover.should_fail_over():
@@ -83,7 +83,7 @@ def _is_local(run_id: str) -> bool:
 
 
 def _start_run(family, run_name, experiment, parent_run_id, tags, parent_experiment_id) -> mlflow.ActiveRun:
-    from mlflow_dl.tracking import failover
+    from mlflow_dl.delivery import failover
 
     tags = {FAMILY_TAG: family, **(tags or {})}
     if parent_run_id:
@@ -95,7 +95,7 @@ def _start_run(family, run_name, experiment, parent_run_id, tags, parent_experim
             parent_experiment_id = _experiment_of(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
-    from mlflow_dl.tracking import offline_store
+    from mlflow_dl.delivery import offline_store
 
     if (store := offline_store.active()) is not None and (server_run := store.meta().get("server_run_id")):
         tags[offline_store.SERVER_RUN_TAG] = server_run  # stands for the run `mlflow run` created on the server
@@ -215,7 +215,7 @@ def end_run(run_id: str, error: BaseException | None = None, tags: dict[str, str
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         tags[ERROR_TAG] = error_text(error)
     end_time = int(time.time() * 1000)
-    from mlflow_dl.tracking import failover
+    from mlflow_dl.delivery import failover
 
     stand_in = failover.stand_in_of(run_id)
     if stand_in is None and failover.failed_over() and not _is_local(run_id):
@@ -234,7 +234,7 @@ def end_run(run_id: str, error: BaseException | None = None, tags: dict[str, str
     except Exception as exc:
         if not connection_lost(exc):
             raise
-        from mlflow_dl.tracking import spool  # the server went away: `mlflow-dl sync` ends the run
+        from mlflow_dl.delivery import spool  # the server went away: `mlflow-dl sync` ends the run
 
         failover.mark_lost()
         journal = spool.Journal(mlflow.get_tracking_uri(), run_id)

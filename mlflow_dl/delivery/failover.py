@@ -20,7 +20,7 @@ def enabled() -> bool:
 
 
 def failed_over() -> bool:
-    from mlflow_dl.tracking import offline_store
+    from mlflow_dl.delivery import offline_store
 
     return offline_store.active() is not None and os.environ.get(offline_store.STORE_ENV) == os.environ.get(
         FAILOVER_ENV)
@@ -35,7 +35,7 @@ def should_fail_over() -> bool:
     """The server was lost earlier in this process and still does not answer one bounded probe."""
     import mlflow
 
-    from mlflow_dl.tracking.runs import reachable
+    from mlflow_dl.delivery.runs import reachable
 
     return enabled() and not failed_over() and _state["lost"] and not reachable(mlflow.get_tracking_uri())
 
@@ -48,7 +48,7 @@ def fail_over() -> bool:
         return True
     import mlflow
 
-    from mlflow_dl.tracking import offline_store
+    from mlflow_dl.delivery import offline_store
 
     import fcntl
 
@@ -69,7 +69,7 @@ def stand_in(server_run_id: str) -> str:
     """The local run standing for a run that exists only on the server (created once per process)."""
     import mlflow
 
-    from mlflow_dl.tracking import offline_store, runs
+    from mlflow_dl.delivery import offline_store, runs
 
     if server_run_id not in _state["stand_ins"]:
         experiment_id = runs.ensure_experiment(None)
@@ -87,7 +87,7 @@ def follow(run_id: str) -> None:
     becomes the active run, so MLflow's fluent calls log into the offline store."""
     import mlflow
 
-    from mlflow_dl.tracking.runs import reachable
+    from mlflow_dl.delivery.runs import reachable
 
     # probed even when this process saw no failure: worker processes may have met it
     if not failed_over() and not (enabled() and not reachable(mlflow.get_tracking_uri()) and fail_over()):

@@ -12,7 +12,7 @@ import math
 import keras
 import numpy as np
 
-from mlflow_dl.pruning import PruneSpec, load_study
+from mlflow_dl.training.pruning import PruneSpec, load_study
 
 
 class OptunaPruning(keras.callbacks.Callback):

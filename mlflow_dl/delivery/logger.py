@@ -1,8 +1,8 @@
 """Metric, param and tag batches sent from a background thread, so `fit` never waits on the tracking server.
 
-Each record is journaled first (tracking/spool.py); one daemon thread sends them in order as `log_batch` calls,
+Each record is journaled first (delivery/spool.py); one daemon thread sends them in order as `log_batch` calls,
 retrying with backoff until the server is back. Nothing is dropped but what the server refuses (a 4xx:
-tracking/rejection.py), with a warning and a tag. `flush` waits while the server takes records, bounded by a
+delivery/rejection.py), with a warning and a tag. `flush` waits while the server takes records, bounded by a
 timeout without progress; what stays unsent is left in the journal for `mlflow-dl sync`.
 """
 
@@ -15,7 +15,7 @@ import time
 
 from mlflow.entities import Metric, Param, RunTag
 
-from mlflow_dl.tracking import rejection, runs, spool
+from mlflow_dl.delivery import rejection, runs, spool
 
 MAX_BATCH = 1000
 SEND_INTERVAL = 1.0  # seconds between sends while training: epochs coalesce, the server is spared a call each

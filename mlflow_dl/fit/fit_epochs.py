@@ -1,6 +1,6 @@
 """A fit's epochs and its best one, as MlflowCallback ranks them; plain state, no MLflow calls.
 
-The best epoch follows the monitor's direction (tracking/best.py) over finite values only; while
+The best epoch follows the monitor's direction (fit/best.py) over finite values only; while
 the monitor has not shown (validation_freq > 1, no validation data) the training loss stands in.
 A model with a weight penalty (L1/L2) is ranked on its data loss (best.DATA_LOSS, val_loss without
 the penalty) unless a monitor was named. A fit resumed by `mlflow-dl resume` takes the killed
@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from mlflow_dl.tracking import best as best_rule
+from mlflow_dl.fit import best as best_rule
 
 BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, for `mlflow-dl resume`
 

@@ -64,7 +64,7 @@ def figure(resid, dates=None):
     """One page: residuals over time, histogram, ACF and PACF with 95% bands."""
     from statsmodels.graphics.tsaplots import plot_acf, plot_pacf
 
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     r = np.asarray(resid, np.float64)
     lags = max(1, min(20, len(r) // 2 - 1))
@@ -89,7 +89,7 @@ def log_diagnostics(run_id: str, resid, dates=None) -> dict[str, float]:
     """Log the resid_* metrics, plots/residual_diagnostics.png and the tag residuals_white_noise."""
     import mlflow
 
-    from mlflow_dl.tracking import plots
+    from mlflow_dl.fit import plots
 
     metrics = residual_tests(resid)
     client = mlflow.MlflowClient()
@@ -120,7 +120,7 @@ def diagnose(run_id: str) -> dict[str, float]:
     from mlflow.exceptions import MlflowException
 
     from mlflow_dl.errors import ConfigError
-    from mlflow_dl.tracking import runs
+    from mlflow_dl.delivery import runs
 
     runs.existing_run(run_id)
     try:

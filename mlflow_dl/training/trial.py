@@ -20,9 +20,10 @@ from mlflow_dl.data.datasets import Dataset
 from mlflow_dl.data.split import Splits
 from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
-from mlflow_dl.tracking import best as best_rule
-from mlflow_dl.tracking import comparability, fit_datasets, plots, runs
-from mlflow_dl.tracking.callback import MlflowCallback
+from mlflow_dl.fit import best as best_rule
+from mlflow_dl.fit import comparability, fit_datasets, plots
+from mlflow_dl.delivery import runs
+from mlflow_dl.fit.callback import MlflowCallback
 
 DIRECT_ROWS = 10_000  # test splits up to this size are predicted in one direct call
 
@@ -211,14 +212,14 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                     tags=[RunTag(k, v) for k, v in comparability_tags(ds, splits, spec, model).items()])
                 runs.log_dataset(dataset_input(ds))
                 if prune is not None:
-                    from mlflow_dl import prune_callback
+                    from mlflow_dl.training import prune_callback
 
                     pruning = prune_callback.start(prune, spec.fit.epochs)
                 started = time.perf_counter()
                 tracker = fit_tracked(model, splits, spec, pruning)
                 fit_seconds = time.perf_counter() - started
                 if pruning is not None and pruning.pruned_at is not None:
-                    from mlflow_dl.pruning import PRUNED_TAG, REASON_TAG
+                    from mlflow_dl.training.pruning import PRUNED_TAG, REASON_TAG
 
                     mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
                 if tracker.diverged_at is not None:

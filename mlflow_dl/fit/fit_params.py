@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from mlflow_dl.tracking import fit_datasets
+from mlflow_dl.fit import fit_datasets
 
 # fit's arguments that stock autolog logs (all but x, y, callbacks, validation_data, verbose)
 FIT_ARGUMENTS = ("batch_size", "epochs", "validation_split", "shuffle", "class_weight", "sample_weight",
@@ -148,7 +148,7 @@ def fit_callbacks(arguments: dict | None) -> list:
 def callback_params(callbacks) -> dict[str, str]:
     """`callbacks` (their classes, in order) and the training knobs of EarlyStopping, ModelCheckpoint
     and ReduceLROnPlateau: `early_stopping.patience`, ...; a second one of a kind: `early_stopping_2.*`."""
-    from mlflow_dl.tracking.callback import MlflowCallback
+    from mlflow_dl.fit.callback import MlflowCallback
 
     mine = [c for c in callbacks if not isinstance(c, MlflowCallback) and type(c).__name__ not in _KERAS_OWN_CALLBACKS]
     out = {"callbacks": ",".join(type(c).__name__ for c in mine) or "none"}

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag, ViewType
 
-from mlflow_dl.tracking.offline_store import SERVER_RUN_TAG, OfflineStore, process_alive
+from mlflow_dl.delivery.offline_store import SERVER_RUN_TAG, OfflineStore, process_alive
 
 ORIGIN_TAG = "mlflow_dl.offline_run_id"
 MODEL_ORIGIN_TAG = "mlflow_dl.offline_model_id"
@@ -237,7 +237,7 @@ def server_uri(recorded: str) -> str:
     """The URI to send to: the environment's when it is the recorded one (the record keeps no password)."""
     import mlflow
 
-    from mlflow_dl.tracking.runs import redact
+    from mlflow_dl.delivery.runs import redact
 
     current = mlflow.get_tracking_uri()
     return current if redact(current) == recorded else recorded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlflow_dl.tracking import plots
+from mlflow_dl.fit import plots
 
 
 def series_profile(y, bounds):

@@ -1,7 +1,7 @@
 """A command's own local tracking store, used while the tracking server is down.
 
 A CLI command that trains and finds the server unreachable logs everything, as it would online, into MLflow's
-own SQLite store; `mlflow-dl sync` copies it to the server once it is back (tracking/transfer.py).
+own SQLite store; `mlflow-dl sync` copies it to the server once it is back (delivery/transfer.py).
 Layout: `<journal dir>/offline-<stamp>-<hex>/` holding `store.json` (the server it belongs to, the process that
 writes it, whether it is complete), `mlflow.db`, `artifacts/` and, once sync started, `synced.jsonl`.
 """
@@ -51,7 +51,7 @@ def new_folder(journal_folder: str) -> str:
 def open_store(server_uri: str, journal_folder: str, folder: str | None = None) -> OfflineStore:
     """A store for a command whose server `server_uri` does not answer: new, or `folder` (created if
     missing; the command's worker processes share it)."""
-    from mlflow_dl.tracking.runs import redact
+    from mlflow_dl.delivery.runs import redact
 
     folder = folder or new_folder(journal_folder)
     os.makedirs(os.path.join(folder, "artifacts"), exist_ok=True)

@@ -1,7 +1,7 @@
 """What a CLI command does when the tracking server does not answer: train offline, or fail in seconds.
 
 One bounded probe (`runs.reachable`) instead of MLflow's minutes of retries. A command that trains logs into an
-offline store (tracking/offline_store.py), names `mlflow-dl sync` and exits EXIT_JOURNALED; one that needs the
+offline store (delivery/offline_store.py), names `mlflow-dl sync` and exits EXIT_JOURNALED; one that needs the
 server stops with exit code 2. A local store (sqlite:///, a folder) is never down.
 """
 
@@ -27,7 +27,7 @@ class ServerUnreachable(MlflowDLError):
 
 
 def _down(uri: str) -> bool:
-    from mlflow_dl.tracking.runs import reachable
+    from mlflow_dl.delivery.runs import reachable
 
     return not reachable(uri, timeout=PROBE_TIMEOUT)  # (a local store always answers)
 
@@ -38,7 +38,7 @@ def tracking_uri() -> str:
 
 def offline() -> bool:
     """Whether this command trains into an offline store (the server did not answer its probe)."""
-    from mlflow_dl.tracking.offline_store import STORE_ENV
+    from mlflow_dl.delivery.offline_store import STORE_ENV
 
     return bool(os.environ.get(STORE_ENV))
 
@@ -49,7 +49,7 @@ def needs_server(command: str, what: str):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from mlflow_dl.tracking.runs import redact
+            from mlflow_dl.delivery.runs import redact
 
             registry = os.environ.get("MLFLOW_REGISTRY_URI", "") if command == "serve" else ""
             uri = registry or tracking_uri()
@@ -83,7 +83,7 @@ def trains_offline(fn):
             kept = _close(store)
             _restore(saved)  # (a command run in-process leaves the environment as it found it)
             if kept:
-                from mlflow_dl.tracking.runs import redact
+                from mlflow_dl.delivery.runs import redact
 
                 print(f"mlflow-dl: the tracking server at {redact(uri)} did not answer; the runs wait in "
                       f"{store.folder}; run `mlflow-dl sync` once it is back (exit code {EXIT_JOURNALED})",
@@ -98,7 +98,7 @@ def _online(fn, uri: str, *args, **kwargs):
     """fn with the server up; if it stops answering (after MLflow's retries): one line, EXIT_SERVER_LOST."""
     import time
 
-    from mlflow_dl.tracking import failover, offline_store, runs, spool
+    from mlflow_dl.delivery import failover, offline_store, runs, spool
 
     # where this command's processes go on if the server goes away during it (created only then)
     os.environ[failover.FAILOVER_ENV] = offline_store.new_folder(spool.journal_dir())
@@ -125,7 +125,7 @@ def _online(fn, uri: str, *args, **kwargs):
 def _restore(saved: dict) -> None:
     import mlflow
 
-    from mlflow_dl.tracking import offline_store
+    from mlflow_dl.delivery import offline_store
 
     os.environ.pop(offline_store.STORE_ENV, None)
     for key, value in saved.items():
@@ -139,7 +139,7 @@ def _restore(saved: dict) -> None:
 def _journals_since(folder: str, started: float, command: str) -> bool:
     """Whether runs of this command left records in their journals that the server never acknowledged
     (another command's journals in the same folder, such as one running beside it, are not this one's)."""
-    from mlflow_dl.tracking.spool import unsent
+    from mlflow_dl.delivery.spool import unsent
 
     try:
         paths = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jsonl")]
@@ -149,7 +149,7 @@ def _journals_since(folder: str, started: float, command: str) -> bool:
 
 
 def _go_offline(uri: str):
-    from mlflow_dl.tracking import offline_store, runs, spool
+    from mlflow_dl.delivery import offline_store, runs, spool
 
     store = offline_store.open_store(uri, spool.journal_dir())
     offline_store.activate(store)
@@ -175,8 +175,8 @@ def _close(store) -> bool:
 def sync_stores(journal_folder: str | None = None, echo=print) -> int:
     """`mlflow-dl sync` for the offline stores of a journal folder; how many were copied. One line and
     exit 2 when the server a store belongs to does not answer."""
-    from mlflow_dl.tracking import offline_store, spool, transfer
-    from mlflow_dl.tracking.runs import redact
+    from mlflow_dl.delivery import offline_store, spool, transfer
+    from mlflow_dl.delivery.runs import redact
 
     folder = journal_folder or spool.journal_dir()
     journals = os.path.isdir(folder) and any(n.endswith(".jsonl") for n in os.listdir(folder))

@@ -18,9 +18,9 @@ import uuid
 
 from mlflow.entities import Metric, Param, RunTag
 
-from mlflow_dl.tracking import rejection
-from mlflow_dl.tracking.offline_store import PID_ENV
-from mlflow_dl.tracking.runs import artifact_path, redact
+from mlflow_dl.delivery import rejection
+from mlflow_dl.delivery.offline_store import PID_ENV
+from mlflow_dl.delivery.runs import artifact_path, redact
 
 JOURNAL_DIR_ENV = "MLFLOW_DL_JOURNAL_DIR"
 

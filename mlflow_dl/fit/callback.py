@@ -2,8 +2,8 @@
 
 This module holds the fit's life cycle: which run it logs to, what is queued per epoch, and how
 the run ends (delivered, through the journal when the server is away, or KILLED on a signal).
-The best epoch is tracking/fit_epochs.py's, the files tracking/fit_artifacts.py's, the signals
-tracking/interrupts.py's; records travel through tracking/logger.py's BackgroundLogger.
+The best epoch is fit/fit_epochs.py's, the files fit/fit_artifacts.py's, the signals
+fit/interrupts.py's; records travel through delivery/logger.py's BackgroundLogger.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import pandas as pd
 
 from mlflow_dl.runtime import tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
-from mlflow_dl.tracking import best as best_rule
-from mlflow_dl.tracking import comparability
-from mlflow_dl.tracking import fit_artifacts, fit_datasets, fit_params, model_logging, runs, spool
-from mlflow_dl.tracking.fit_epochs import FitEpochs
-from mlflow_dl.tracking.interrupts import SignalStop
-from mlflow_dl.tracking.logger import BackgroundLogger
+from mlflow_dl.fit import best as best_rule
+from mlflow_dl.fit import comparability
+from mlflow_dl.fit import fit_artifacts, fit_datasets, fit_params, model_logging
+from mlflow_dl.delivery import runs, spool
+from mlflow_dl.fit.fit_epochs import FitEpochs
+from mlflow_dl.fit.interrupts import SignalStop
+from mlflow_dl.delivery.logger import BackgroundLogger
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)

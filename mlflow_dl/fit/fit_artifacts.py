@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mlflow_dl.data.preprocessing import Preprocessing
-from mlflow_dl.tracking import model_logging, plots, tensor_inputs
+from mlflow_dl.fit import model_logging, plots, tensor_inputs
 
 INSTALL_GRAPHVIZ = ("Graphviz's `dot` is not installed; install it (apt-get install graphviz, brew install graphviz "
                     "or conda install graphviz) and later runs draw it")

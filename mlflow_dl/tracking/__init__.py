@@ -1,1 +1,0 @@
-"""Tracking: the one Keras callback every fit goes through, its plots and the logged model."""
