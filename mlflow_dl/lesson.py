@@ -33,7 +33,7 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     from mlflow_dl.registry import promote
     from mlflow_dl.serving import ServeSpec, shell_command
     from mlflow_dl.delivery import offline_store
-    from mlflow_dl.delivery.runs import DEFAULT_EXPERIMENT
+    from mlflow_dl.delivery.experiments import DEFAULT_EXPERIMENT
 
     name, experiment = "mlflow-dl-breast-cancer", experiment or DEFAULT_EXPERIMENT
     if offline_store.active() is not None:  # the server is down: the registry is the server's, promote after sync

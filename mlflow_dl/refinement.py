@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 
 from mlflow_dl.errors import ConfigError, DataError
+from mlflow_dl.tags import DIGEST_PART_TAG, REFINES_TAG
 
-REFINES_TAG = "mlflow_dl.refines"
 NOTE_TAG = "mlflow_dl.refine_note"
-DIGEST_TAG = "mlflow_dl.comparability.digest"  # = tracking.comparability PART_PREFIX + "digest"
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,7 @@ def _linked(parent_id: str, table: pd.DataFrame) -> Linked:
 def _coarse_key(client, parent_id: str, experiment_id: str) -> dict[str, str]:
     """A coarse trial's comparability tags (the key and its parts, the data's digest among them); {} if none."""
     found = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                               f"tags.`{DIGEST_TAG}` != ''", max_results=1)
+                               f"tags.`{DIGEST_PART_TAG}` != ''", max_results=1)
     return {k: v for k, v in found[0].data.tags.items() if k.startswith("mlflow_dl.comparability")} if found else {}
 
 
@@ -308,7 +307,7 @@ def refine(parent_run_id: str, trials: int = 4, data=None, target: str | None = 
     key = _coarse_key(client, parent_run_id, run.info.experiment_id)
     if not key and "sweep_run_id" in table:  # a refined parent without trials of its own: its coarse one's
         key = _coarse_key(client, table["sweep_run_id"].iloc[0], run.info.experiment_id)
-    expected = key.get(DIGEST_TAG)
+    expected = key.get(DIGEST_PART_TAG)
     linked = _linked(parent_run_id, table)
     notes = "; ".join(the_plan.notes)
     # the refined parent carries the coarse sweep's key (its trials are ranked with the coarse ones)

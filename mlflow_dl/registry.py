@@ -14,18 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 
 from mlflow_dl.errors import ConfigError, PromotionError
+from mlflow_dl.tags import (DATASET_TAG, DIGEST_PART_TAG, KEY_TAG, MODEL_SKIPPED_TAG, NONFINITE_TAG, PRUNED_TAG,
+                            REFINES_TAG)
 
 METRIC = "model_val_loss"
 TOP = 50  # rows fetched per query; enough to see the ties and a few runs without a servable model
 MAX_KEYS = 20  # keys listed when a scope holds several
 TAG_PREFIX = "mlflow_dl."
-KEY_TAG = "mlflow_dl.comparability_key"  # = tracking.comparability.KEY_TAG (not imported: no tensorflow here)
-DATASET_TAG = "mlflow_dl.comparability.dataset"
-DIGEST_PART_TAG = "mlflow_dl.comparability.digest"  # holds fit_datasets.UNHASHED for data not in memory
-NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # = tracking.callback.NONFINITE_TAG
-MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # = tracking.callback.MODEL_SKIPPED_TAG
-PRUNED_TAG = "mlflow_dl.pruned_at_epoch"  # = pruning.PRUNED_TAG
-REFINES_TAG = "mlflow_dl.refines"  # = refinement.REFINES_TAG
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from mlflow_dl.errors import ConfigError
-from mlflow_dl.fit.callback import NONFINITE_TAG, MlflowCallback
+from mlflow_dl.fit.callback import MlflowCallback
+from mlflow_dl.tags import NONFINITE_TAG
 
 
 class Weights(keras.callbacks.Callback):

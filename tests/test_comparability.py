@@ -6,6 +6,7 @@ import pandas as pd
 
 from mlflow_dl.fit import comparability as c
 from mlflow_dl.fit import fit_datasets
+from mlflow_dl.tags import DATASET_TAG, KEY_TAG
 
 BASE = dict(digest="abc", target="y", task="regression", loss="mse", scale_y=False,
             split=c.split_text(42, 0.2, 0.2), horizon=None)
@@ -17,8 +18,8 @@ def test_every_part_changes_the_key_and_the_name_does_not():
     for part, other in dict(digest="abd", target="z", task="binary", loss="mae", scale_y=True,
                             split=c.split_text(7, 0.2, 0.2), horizon=3).items():
         assert c.key(**{**BASE, part: other}) != k, part
-    assert c.tags("a", **BASE)[c.KEY_TAG] == c.tags("renamed", **BASE)[c.KEY_TAG] == k
-    assert c.tags("a", **BASE)[c.DATASET_TAG] == "a"
+    assert c.tags("a", **BASE)[KEY_TAG] == c.tags("renamed", **BASE)[KEY_TAG] == k
+    assert c.tags("a", **BASE)[DATASET_TAG] == "a"
 
 
 def test_a_chronological_split_ignores_the_seed_and_the_window_is_no_part():
@@ -32,9 +33,9 @@ def test_fit_tags_of_a_users_model():
     tags = c.fit_tags(model, "xs", ["d2", "d1"], "validation_split=0.2")
     assert tags["mlflow_dl.comparability.loss"] == "huber_loss"
     assert tags["mlflow_dl.comparability.digest"] == "training=d2,validation=d1"
-    assert tags[c.KEY_TAG] == c.fit_tags(model, "xs", {"training": "d2", "validation": "d1"},
-                                         "validation_split=0.2")[c.KEY_TAG]
-    assert tags[c.KEY_TAG] != c.fit_tags(model, "xs", ["d2", "d1"], "validation_data")[c.KEY_TAG]
+    assert tags[KEY_TAG] == c.fit_tags(model, "xs", {"training": "d2", "validation": "d1"},
+                                         "validation_split=0.2")[KEY_TAG]
+    assert tags[KEY_TAG] != c.fit_tags(model, "xs", ["d2", "d1"], "validation_data")[KEY_TAG]
 
 
 def fit_key(x, y, validation):
@@ -42,7 +43,7 @@ def fit_key(x, y, validation):
     model = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(1)])
     model.compile("adam", "mse")
     digests = fit_datasets.digests({"x": x, "y": y, "validation_data": validation})
-    return c.fit_tags(model, "fit", list(digests.values()), "validation_data")[c.KEY_TAG]
+    return c.fit_tags(model, "fit", list(digests.values()), "validation_data")[KEY_TAG]
 
 
 def test_arrays_differing_only_in_their_last_value_get_two_keys():

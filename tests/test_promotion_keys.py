@@ -18,10 +18,8 @@ from mlflow_dl.errors import PromotionError
 from mlflow_dl.families.train import train
 from mlflow_dl.registry import promote
 from mlflow_dl.families import sweep
-from mlflow_dl.fit import comparability
-from mlflow_dl.fit.callback import NONFINITE_TAG, MlflowCallback
-
-KEY = comparability.KEY_TAG
+from mlflow_dl.fit.callback import MlflowCallback
+from mlflow_dl.tags import KEY_TAG as KEY, NONFINITE_TAG
 
 
 def fit(experiment, dataset="breast_cancer", scale_y=False, lr=1e-2, epochs=1):

@@ -8,7 +8,8 @@ from conftest import all_runs
 from mlflow_dl.cli import main
 from mlflow_dl.config import FitSpec, ModelSpec
 from mlflow_dl.families import sweep
-from mlflow_dl.training.pruning import PRUNED_TAG, REASON_TAG, PruneSpec
+from mlflow_dl.tags import PRUNED_REASON_TAG as REASON_TAG, PRUNED_TAG
+from mlflow_dl.training.pruning import PruneSpec
 
 # lr=5 (Adam) on a sigmoid output saturates: its val_loss stays far above the others' after the first epoch
 GRID = dict(lrs="0.01,0.003,5")

@@ -125,7 +125,7 @@ def test_ray_sweep_of_your_own_model_imports_it_by_name(tmp_path, ray_cluster):
 @pytest.mark.slow
 def test_pruning_on_ray_tasks(tmp_path, ray_cluster):
     """Ray tasks open the sweep's study (a journal file beside the runs) and prune as the other executors."""
-    from mlflow_dl.training.pruning import PRUNED_TAG
+    from mlflow_dl.tags import PRUNED_TAG
 
     server = Server(tmp_path).start()
     try:

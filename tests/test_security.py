@@ -31,14 +31,14 @@ def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path, mlflow_serve
 
 
 def test_redact_keeps_user_and_host_drops_password():
-    from mlflow_dl.delivery.runs import redact
+    from mlflow_dl.delivery.uris import redact
 
     assert redact("http://bob:pw@10.0.0.5:5000/prefix") == "http://bob@10.0.0.5:5000/prefix"
     assert redact("https://mlflow.team.local") == "https://mlflow.team.local"
 
 
 def test_artifact_paths_are_normalised_and_kept_inside_the_run(tmp_path):
-    from mlflow_dl.delivery import runs, spool
+    from mlflow_dl.delivery import spool, uris
     from mlflow_dl.delivery.logger import BackgroundLogger
 
     client = mlflow.MlflowClient()
@@ -53,7 +53,7 @@ def test_artifact_paths_are_normalised_and_kept_inside_the_run(tmp_path):
     assert logger.flush(timeout=30)
     assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/note.txt"]
     assert not list(tmp_path.parent.rglob("outside"))
-    assert runs.artifact_path(".") is None
+    assert uris.artifact_path(".") is None
 
 
 def test_servers_default_to_loopback():

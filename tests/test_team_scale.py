@@ -59,12 +59,12 @@ def test_runs_logging_one_new_dataset_at_once_all_get_it(store, tracking_store, 
     import numpy as np
     import pandas as pd
 
-    from mlflow_dl.delivery import runs
+    from mlflow_dl.delivery import experiments, runs
 
     if store == "postgres":
         uri = request.getfixturevalue("postgres_uri")  # SQLAlchemy 2.1's default driver is psycopg 3: name psycopg2
         mlflow.set_tracking_uri(uri.replace("postgresql://", "postgresql+psycopg2://", 1))
-    experiment_id = runs.ensure_experiment("dataset-race")
+    experiment_id = experiments.ensure("dataset-race")
     errors, run_ids = [], []
 
     def child(dataset, barrier):

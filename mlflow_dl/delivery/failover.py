@@ -35,7 +35,7 @@ def should_fail_over() -> bool:
     """The server was lost earlier in this process and still does not answer one bounded probe."""
     import mlflow
 
-    from mlflow_dl.delivery.runs import reachable
+    from mlflow_dl.delivery.uris import reachable
 
     return enabled() and not failed_over() and _state["lost"] and not reachable(mlflow.get_tracking_uri())
 
@@ -69,10 +69,10 @@ def stand_in(server_run_id: str) -> str:
     """The local run standing for a run that exists only on the server (created once per process)."""
     import mlflow
 
-    from mlflow_dl.delivery import offline_store, runs
+    from mlflow_dl.delivery import experiments, offline_store
 
     if server_run_id not in _state["stand_ins"]:
-        experiment_id = runs.ensure_experiment(None)
+        experiment_id = experiments.ensure(None)
         run = mlflow.MlflowClient().create_run(experiment_id, tags={offline_store.SERVER_RUN_TAG: server_run_id})
         _state["stand_ins"][server_run_id] = run.info.run_id
     return _state["stand_ins"][server_run_id]
@@ -87,7 +87,7 @@ def follow(run_id: str) -> None:
     becomes the active run, so MLflow's fluent calls log into the offline store."""
     import mlflow
 
-    from mlflow_dl.delivery.runs import reachable
+    from mlflow_dl.delivery.uris import reachable
 
     # probed even when this process saw no failure: worker processes may have met it
     if not failed_over() and not (enabled() and not reachable(mlflow.get_tracking_uri()) and fail_over()):

@@ -15,7 +15,7 @@ import time
 
 from mlflow.entities import Metric, Param, RunTag
 
-from mlflow_dl.delivery import rejection, runs, spool
+from mlflow_dl.delivery import rejection, spool, uris
 
 MAX_BATCH = 1000
 SEND_INTERVAL = 1.0  # seconds between sends while training: epochs coalesce, the server is spared a call each
@@ -59,7 +59,7 @@ class BackgroundLogger:
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Upload a copy kept in the journal (the original may be a temporary file)."""
-        artifact_path = runs.artifact_path(artifact_path)  # refused before anything is queued if it escapes the run
+        artifact_path = uris.artifact_path(artifact_path)  # refused before anything is queued if it escapes the run
         self._put(self.journal.append("artifact", flush=True, file=self.journal.keep_file(local_path),
                                       artifact_path=artifact_path))
 

@@ -51,7 +51,7 @@ def new_folder(journal_folder: str) -> str:
 def open_store(server_uri: str, journal_folder: str, folder: str | None = None) -> OfflineStore:
     """A store for a command whose server `server_uri` does not answer: new, or `folder` (created if
     missing; the command's worker processes share it)."""
-    from mlflow_dl.delivery.runs import redact
+    from mlflow_dl.delivery.uris import redact
 
     folder = folder or new_folder(journal_folder)
     os.makedirs(os.path.join(folder, "artifacts"), exist_ok=True)

@@ -1,6 +1,6 @@
 """What a CLI command does when the tracking server does not answer: train offline, or fail in seconds.
 
-One bounded probe (`runs.reachable`) instead of MLflow's minutes of retries. A command that trains logs into an
+One bounded probe (`uris.reachable`) instead of MLflow's minutes of retries. A command that trains logs into an
 offline store (delivery/offline_store.py), names `mlflow-dl sync` and exits EXIT_JOURNALED; one that needs the
 server stops with exit code 2. A local store (sqlite:///, a folder) is never down.
 """
@@ -27,7 +27,7 @@ class ServerUnreachable(MlflowDLError):
 
 
 def _down(uri: str) -> bool:
-    from mlflow_dl.delivery.runs import reachable
+    from mlflow_dl.delivery.uris import reachable
 
     return not reachable(uri, timeout=PROBE_TIMEOUT)  # (a local store always answers)
 
@@ -49,7 +49,7 @@ def needs_server(command: str, what: str):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from mlflow_dl.delivery.runs import redact
+            from mlflow_dl.delivery.uris import redact
 
             registry = os.environ.get("MLFLOW_REGISTRY_URI", "") if command == "serve" else ""
             uri = registry or tracking_uri()
@@ -83,7 +83,7 @@ def trains_offline(fn):
             kept = _close(store)
             _restore(saved)  # (a command run in-process leaves the environment as it found it)
             if kept:
-                from mlflow_dl.delivery.runs import redact
+                from mlflow_dl.delivery.uris import redact
 
                 print(f"mlflow-dl: the tracking server at {redact(uri)} did not answer; the runs wait in "
                       f"{store.folder}; run `mlflow-dl sync` once it is back (exit code {EXIT_JOURNALED})",
@@ -98,7 +98,7 @@ def _online(fn, uri: str, *args, **kwargs):
     """fn with the server up; if it stops answering (after MLflow's retries): one line, EXIT_SERVER_LOST."""
     import time
 
-    from mlflow_dl.delivery import failover, offline_store, runs, spool
+    from mlflow_dl.delivery import failover, offline_store, spool, uris
 
     # where this command's processes go on if the server goes away during it (created only then)
     os.environ[failover.FAILOVER_ENV] = offline_store.new_folder(spool.journal_dir())
@@ -108,15 +108,15 @@ def _online(fn, uri: str, *args, **kwargs):
         fn(*args, **kwargs)
         outcome = "finished"
     except Exception as exc:
-        if not runs.connection_lost(exc):
+        if not uris.connection_lost(exc):
             raise
     finally:
         folder = os.environ.pop(failover.FAILOVER_ENV)  # (a command run in-process leaves nothing behind)
         os.environ.pop(offline_store.PID_ENV, None)
-        kept = os.path.isdir(folder) and _close(offline_store.OfflineStore(folder, runs.redact(uri)))
+        kept = os.path.isdir(folder) and _close(offline_store.OfflineStore(folder, uris.redact(uri)))
     if outcome == "finished" and not kept and not _journals_since(spool.journal_dir(), started, str(os.getpid())):
         return
-    print(f"mlflow-dl: the tracking server at {runs.redact(uri)} stopped answering during the command, which "
+    print(f"mlflow-dl: the tracking server at {uris.redact(uri)} stopped answering during the command, which "
           f"{outcome}; what it could not deliver waits in {os.path.abspath(spool.journal_dir())}; run `mlflow-dl "
           f"sync` once it is back (exit code {EXIT_SERVER_LOST})", file=sys.stderr, flush=True)
     sys.exit(EXIT_SERVER_LOST)
@@ -149,12 +149,12 @@ def _journals_since(folder: str, started: float, command: str) -> bool:
 
 
 def _go_offline(uri: str):
-    from mlflow_dl.delivery import offline_store, runs, spool
+    from mlflow_dl.delivery import experiments, offline_store, spool
 
     store = offline_store.open_store(uri, spool.journal_dir())
     offline_store.activate(store)
     if os.environ.get("MLFLOW_EXPERIMENT_NAME"):  # created here, with its artifacts inside the store
-        runs.ensure_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+        experiments.ensure(os.environ["MLFLOW_EXPERIMENT_NAME"])
     return store
 
 
@@ -176,7 +176,7 @@ def sync_stores(journal_folder: str | None = None, echo=print) -> int:
     """`mlflow-dl sync` for the offline stores of a journal folder; how many were copied. One line and
     exit 2 when the server a store belongs to does not answer."""
     from mlflow_dl.delivery import offline_store, spool, transfer
-    from mlflow_dl.delivery.runs import redact
+    from mlflow_dl.delivery.uris import redact
 
     folder = journal_folder or spool.journal_dir()
     journals = os.path.isdir(folder) and any(n.endswith(".jsonl") for n in os.listdir(folder))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import threading
@@ -12,43 +11,13 @@ import time
 import mlflow
 from mlflow.entities import RunStatus
 
-DEFAULT_EXPERIMENT = "mlflow-dl"
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+from mlflow_dl.delivery import experiments, failover, offline_store, spool, uris
+
 FAMILY_TAG = "mlflow_dl.family"
 ERROR_TAG = "mlflow_dl.error"
 PARENT_TAG = "mlflow.parentRunId"
 HEARTBEAT_TAG = "mlflow_dl.heartbeat"  # ms since epoch, updated every epoch (mlflow-dl reap reads it)
 BACKUP_TAG = "mlflow_dl.backup_dir"  # the run's Keras BackupAndRestore folder (mlflow-dl resume reads it)
-
-
-def ensure_experiment(name: str | None = None) -> str:
-    """Get or create an experiment; one mlflow-dl creates opens in MLflow 3's training view."""
-    name = name or DEFAULT_EXPERIMENT
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        from mlflow_dl.delivery.offline_store import artifact_location
-
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location(name), tags=EXPERIMENT_KIND)
-        except mlflow.exceptions.MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return client.get_experiment_by_name(name).experiment_id  # another process created it meanwhile
-    return experiment.experiment_id
-
-
-def _experiment_from_environment() -> bool:
-    return any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"))
-
-
-@functools.lru_cache(maxsize=64)
-def _experiment_of(run_id: str) -> str:
-    """A run's experiment (runs never move): a sweep's children ask once per process, not once each."""
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        return active.info.experiment_id
-    return mlflow.MlflowClient().get_run(run_id).info.experiment_id
 
 
 def start_run(family: str, run_name: str | None = None, experiment: str | None = None,
@@ -60,15 +29,13 @@ def start_run(family: str, run_name: str | None = None, experiment: str | None =
     its parent by `parent_run_id` (nested or from a worker process) and goes to the parent's experiment
     (`parent_experiment_id` saves a round trip). If the server went away, the run starts in the offline store.
     """
-    from mlflow_dl.delivery import failover
-
     args = (family, run_name, experiment, parent_run_id, tags, parent_experiment_id)
     if failover.should_fail_over():
         failover.fail_over()
     try:
         return _start_run(*args)
     except Exception as exc:
-        if not (connection_lost(exc) and failover.fail_over()):
+        if not (uris.connection_lost(exc) and failover.fail_over()):
             raise
         failover.mark_lost()
         return _start_run(*args)  # in the command's offline store
@@ -83,25 +50,21 @@ def _is_local(run_id: str) -> bool:
 
 
 def _start_run(family, run_name, experiment, parent_run_id, tags, parent_experiment_id) -> mlflow.ActiveRun:
-    from mlflow_dl.delivery import failover
-
     tags = {FAMILY_TAG: family, **(tags or {})}
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
         if failover.failed_over() and not _is_local(parent_run_id):
             # the parent is on the server only: the child keeps its id, sync puts it under that run
-            parent_experiment_id = ensure_experiment(experiment)
+            parent_experiment_id = experiments.ensure(experiment)
         elif parent_experiment_id is None:
-            parent_experiment_id = _experiment_of(parent_run_id)
+            parent_experiment_id = experiments.of_run(parent_run_id)
         return mlflow.start_run(experiment_id=parent_experiment_id, run_name=run_name,
                                 nested=mlflow.active_run() is not None, tags=tags)
-    from mlflow_dl.delivery import offline_store
-
     if (store := offline_store.active()) is not None and (server_run := store.meta().get("server_run_id")):
         tags[offline_store.SERVER_RUN_TAG] = server_run  # stands for the run `mlflow run` created on the server
     experiment_id = None
-    if experiment or not _experiment_from_environment():
-        experiment_id = ensure_experiment(experiment)
+    if experiment or not experiments.from_environment():
+        experiment_id = experiments.ensure(experiment)
     if os.environ.get("MLFLOW_RUN_ID"):
         run_name = None  # keep the name `mlflow run` gave its run
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
@@ -117,7 +80,7 @@ def existing_run(run_id: str):
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         raise ConfigError(f"run_id={run_id!r} is not a run of the tracking store at "
-                          f"{redact(mlflow.get_tracking_uri())}; expected the id of an existing run") from None
+                          f"{uris.redact(mlflow.get_tracking_uri())}; expected the id of an existing run") from None
 
 
 def log_dataset(dataset, context: str = "training", attempts: int = 3, run_id: str | None = None) -> None:
@@ -139,64 +102,15 @@ def log_dataset(dataset, context: str = "training", attempts: int = 3, run_id: s
             time.sleep(0.1 * attempt)
 
 
-def _with_login(uri: str, login: str) -> str:
-    """`uri` with `login` ("user@" or "") in place of the user:password it carries."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=f"{login}{host}"))
-
-
-def redact(uri: str) -> str:
-    """A tracking URI without the password it may carry (http://user:secret@host -> http://user@host)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    return uri if parts.password is None else _with_login(uri, f"{parts.username}@")
-
-
-def artifact_path(path: str | None) -> str | None:
-    """A user's artifact sub-folder, normalised; refused if it leaves the run's artifact root."""
-    import posixpath
-
-    if path is None or path in ("", "."):
-        return None
-    norm = posixpath.normpath(str(path).replace("\\", "/"))
-    if norm.startswith(("/", "../")) or norm == ".." or ":" in norm.split("/")[0]:
-        from mlflow_dl.errors import ConfigError
-
-        raise ConfigError(f"artifact_path={path!r} is invalid; expected a relative folder inside the run (no '..', "
-                          "no absolute path)")
-    return None if norm == "." else norm
-
-
 def backup_dir(run_id: str) -> str:
     """Where Keras' BackupAndRestore keeps a run's last completed epoch (deleted when fit ends normally)."""
     return os.path.abspath(os.path.join(".mlflow-dl", "backup", run_id))
 
 
-def reachable(uri: str, timeout: float = 2.0) -> bool:
-    """Whether an HTTP tracking server answers /health within `timeout` s (a local store always does)."""
-    if not uri.startswith(("http://", "https://")):
-        return True
-    import urllib.error
-    import urllib.request
-
-    # urllib cannot open a URL with user:password in it; /health needs no login
-    try:
-        with urllib.request.urlopen(f"{_with_login(uri, '').rstrip('/')}/health", timeout=timeout):
-            return True
-    except urllib.error.HTTPError as exc:  # it answered: 401 from a proxy guarding /health; 502-504 from a proxy
-        return exc.code < 500  # whose server is away
-    except OSError:
-        return False
-
-
 def offline_run(family: str, run_name: str | None = None, experiment: str | None = None) -> dict:
     """The journal record that creates a run later, when the server is back, with today's start time."""
-    return {"experiment": experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
-            "experiment_tags": EXPERIMENT_KIND, "start_time": int(time.time() * 1000),
+    return {"experiment": experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiments.DEFAULT_EXPERIMENT,
+            "experiment_tags": experiments.EXPERIMENT_KIND, "start_time": int(time.time() * 1000),
             "tags": {FAMILY_TAG: family}, "run_name": run_name}
 
 
@@ -215,8 +129,6 @@ def end_run(run_id: str, error: BaseException | None = None, tags: dict[str, str
         status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         tags[ERROR_TAG] = error_text(error)
     end_time = int(time.time() * 1000)
-    from mlflow_dl.delivery import failover
-
     stand_in = failover.stand_in_of(run_id)
     if stand_in is None and failover.failed_over() and not _is_local(run_id):
         stand_in = failover.stand_in(run_id)  # a run on the server, which is gone: sync ends it
@@ -232,10 +144,9 @@ def end_run(run_id: str, error: BaseException | None = None, tags: dict[str, str
         for key, value in tags.items():  # after: a server gone at the first call leaves no run on the stack
             client.set_tag(run_id, key, value)
     except Exception as exc:
-        if not connection_lost(exc):
+        if not uris.connection_lost(exc):
             raise
-        from mlflow_dl.delivery import spool  # the server went away: `mlflow-dl sync` ends the run
-
+        # the server went away: `mlflow-dl sync` ends the run
         failover.mark_lost()
         journal = spool.Journal(mlflow.get_tracking_uri(), run_id)
         if tags:
@@ -261,13 +172,6 @@ def _end_stand_in(run_id: str, stand_in: str, status: str, tags: dict) -> None:
             mlflow.end_run(status)  # off the stack first; then MLflow asks this store, which has no such run
         except mlflow.exceptions.MlflowException:
             pass
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """Whether a tracking call failed because the server did not answer (after MLflow's retries)."""
-    text = str(exc)
-    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Read timed out",
-                                   "Failed to establish a new connection", "Connection aborted"))
 
 
 def _hold_ctrl_c():

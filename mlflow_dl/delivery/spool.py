@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from mlflow_dl.delivery import rejection
 from mlflow_dl.delivery.offline_store import PID_ENV
-from mlflow_dl.delivery.runs import artifact_path, redact
+from mlflow_dl.delivery.uris import artifact_path, redact
 
 JOURNAL_DIR_ENV = "MLFLOW_DL_JOURNAL_DIR"
 

@@ -237,7 +237,7 @@ def server_uri(recorded: str) -> str:
     """The URI to send to: the environment's when it is the recorded one (the record keeps no password)."""
     import mlflow
 
-    from mlflow_dl.delivery.runs import redact
+    from mlflow_dl.delivery.uris import redact
 
     current = mlflow.get_tracking_uri()
     return current if redact(current) == recorded else recorded

@@ -19,20 +19,18 @@ import keras
 import mlflow
 import pandas as pd
 
-from mlflow_dl.runtime import tf_runtime
 from mlflow_dl.data.preprocessing import Preprocessing
+from mlflow_dl.delivery import runs, spool, uris
+from mlflow_dl.delivery.logger import BackgroundLogger
 from mlflow_dl.fit import best as best_rule
-from mlflow_dl.fit import comparability
-from mlflow_dl.fit import fit_artifacts, fit_datasets, fit_params, model_logging
-from mlflow_dl.delivery import runs, spool
+from mlflow_dl.fit import comparability, fit_artifacts, fit_datasets, fit_params, model_logging
 from mlflow_dl.fit.fit_epochs import FitEpochs
 from mlflow_dl.fit.interrupts import SignalStop
-from mlflow_dl.delivery.logger import BackgroundLogger
+from mlflow_dl.runtime import tf_runtime
+from mlflow_dl.tags import KEY_TAG, MODEL_SKIPPED_TAG, NONFINITE_TAG
 
 FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit stops waiting for the server
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
-MODEL_SKIPPED_TAG = "mlflow_dl.model_skipped"  # why a run has no servable model
-NONFINITE_TAG = "mlflow_dl.nonfinite_weights"  # why the logged weights are no candidate (NaN / infinity)
 MODEL_VAL_LOSS_TAG = "mlflow_dl.model_val_loss_epoch"  # set when model_val_loss is not the model epoch's own
 ACTIVITY_TAG = "mlflow_dl.model_val_loss_note"  # what model_val_loss holds for a model with activity regularisers
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
@@ -123,7 +121,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self._owns_run = active is None
         uri = mlflow.get_tracking_uri()
         create = None
-        if active is None and runs.reachable(uri):
+        if active is None and uris.reachable(uri):
             active = runs.start_run(self.family, **nested)
         elif active is None:  # server down: the run is created when it is back, with this start time
             create = runs.offline_run(self.family)
@@ -216,7 +214,7 @@ class MlflowCallback(keras.callbacks.Callback):
         """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
         try:
             if self.log_fit_params:
-                self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}))
+                self._logger.log_params(fit_params.fit_params(self.model, arguments, self.params or {}, MlflowCallback))
             self.data_digests = fit_datasets.digests(arguments) if arguments is not None else {}
         except Exception as exc:  # a model or data these cannot read: the fit goes on, tracked without them
             print(f"mlflow-dl: fit params not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -236,7 +234,7 @@ class MlflowCallback(keras.callbacks.Callback):
         a run this callback just started carries none, so only someone else's run is asked."""
         if self.offline or self._owns_run:
             return False
-        return comparability.KEY_TAG in self._client.get_run(self.run_id).data.tags
+        return KEY_TAG in self._client.get_run(self.run_id).data.tags
 
     def _log_datasets(self, arguments: dict, source: dict) -> None:
         """Training and validation data as the run's dataset inputs; a failure is one line, never the fit's."""

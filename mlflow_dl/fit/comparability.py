@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-KEY_TAG = "mlflow_dl.comparability_key"
-PART_PREFIX = "mlflow_dl.comparability."
-DATASET_TAG = PART_PREFIX + "dataset"
+from mlflow_dl.tags import DATASET_TAG, KEY_TAG, PART_PREFIX
+
 PARTS = ("digest", "target", "task", "loss", "scale_y", "split", "horizon")  # what the key hashes
 
 

@@ -145,12 +145,11 @@ def fit_callbacks(arguments: dict | None) -> list:
     return list(getattr(callbacks, "callbacks", callbacks) or [])
 
 
-def callback_params(callbacks) -> dict[str, str]:
+def callback_params(callbacks, tracker: type) -> dict[str, str]:
     """`callbacks` (their classes, in order) and the training knobs of EarlyStopping, ModelCheckpoint
-    and ReduceLROnPlateau: `early_stopping.patience`, ...; a second one of a kind: `early_stopping_2.*`."""
-    from mlflow_dl.fit.callback import MlflowCallback
-
-    mine = [c for c in callbacks if not isinstance(c, MlflowCallback) and type(c).__name__ not in _KERAS_OWN_CALLBACKS]
+    and ReduceLROnPlateau: `early_stopping.patience`, ...; a second one of a kind: `early_stopping_2.*`.
+    The `tracker` (MlflowCallback) and Keras' own callbacks are not the user's."""
+    mine = [c for c in callbacks if not isinstance(c, tracker) and type(c).__name__ not in _KERAS_OWN_CALLBACKS]
     out = {"callbacks": ",".join(type(c).__name__ for c in mine) or "none"}
     seen: dict[str, int] = {}
     for callback in mine:
@@ -271,12 +270,13 @@ def summary_params(model, layers: list) -> dict[str, str]:
     }
 
 
-def fit_params(model, arguments: dict | None, keras_params: dict) -> dict[str, str]:
+def fit_params(model, arguments: dict | None, keras_params: dict, tracker: type) -> dict[str, str]:
     """Everything above for one fit, within MLflow's limits. `arguments`: fit's (bind_fit or
-    arguments_in_fit), or None when unknown; `keras_params`: the callback's `self.params`."""
+    arguments_in_fit), or None when unknown; `keras_params`: the callback's `self.params`; `tracker`: the
+    callback class that asks, left out of the `callbacks` param."""
     out = {**argument_params(arguments, keras_params), **compile_params(model)}
     if arguments is not None:
-        out.update(callback_params(fit_callbacks(arguments)))
+        out.update(callback_params(fit_callbacks(arguments), tracker))
     layers = leaf_layers(model)  # known before the model is built (a Sequential without an Input)
     out.update(layer_params(layers))
     out.update(summary_params(model, layers))

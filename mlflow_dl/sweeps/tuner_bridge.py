@@ -31,7 +31,7 @@ from mlflow_dl.training import pruning as pruning_module
 from mlflow_dl.sweeps import compare
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.trial_specs import Axis
-from mlflow_dl.delivery import failover, runs
+from mlflow_dl.delivery import experiments, failover, runs, uris
 from mlflow_dl.fit import plots
 from mlflow_dl.fit.callback import MlflowCallback
 
@@ -190,7 +190,7 @@ class _Bridge:
         try:
             running = self.child_id and self.client.get_run(self.child_id).info.status == "RUNNING"
         except Exception as exc:  # the server is gone: the journal ends the child with `mlflow-dl sync`
-            if not runs.connection_lost(exc):
+            if not uris.connection_lost(exc):
                 raise
             running = True
         if running:
@@ -435,7 +435,7 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
     params = {**{k: v for k, v in base.params().items() if k.startswith("data.")},
               "tune.tuner": tuner, "tune.model": model, "tune.epochs": str(epochs), "tune.search_id": search_id,
               "tune.space": space_module.space_json(space_map), "fit.batch_size": str(batch_size)}
-    experiment_id = runs.ensure_experiment(experiment)
+    experiment_id = experiments.ensure(experiment)
     parent = find_parent(search_id, experiment_id)
     if parent is not None:
         _check_same_search(parent, params, search_id)

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 
 from mlflow_dl.sweeps import tuner_bridge as bridge_module
-from mlflow_dl.delivery import runs
+from mlflow_dl.delivery import experiments, runs
 from mlflow_dl.fit.callback import MlflowCallback
 
 FAMILY = bridge_module.FAMILY
@@ -116,7 +116,7 @@ def _experiment_id() -> str:
         return active.info.experiment_id
     if os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return os.environ["MLFLOW_EXPERIMENT_ID"]
-    return runs.ensure_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
+    return experiments.ensure(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
 
 
 def _earlier_parent(search_id: str, experiment_id: str):

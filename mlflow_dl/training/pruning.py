@@ -19,8 +19,6 @@ from urllib.parse import urlsplit
 
 from mlflow_dl.errors import ConfigError
 
-PRUNED_TAG = "mlflow_dl.pruned_at_epoch"
-REASON_TAG = "mlflow_dl.pruned_reason"
 STORAGE_ENV = "MLFLOW_DL_PRUNE_STORAGE"
 RULES = ("median", "halving")
 

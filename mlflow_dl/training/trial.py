@@ -22,7 +22,7 @@ from mlflow_dl.errors import TrainingError
 from mlflow_dl.models.mlp import build_mlp
 from mlflow_dl.fit import best as best_rule
 from mlflow_dl.fit import comparability, fit_datasets, plots
-from mlflow_dl.delivery import runs
+from mlflow_dl.delivery import runs, uris
 from mlflow_dl.fit.callback import MlflowCallback
 
 DIRECT_ROWS = 10_000  # test splits up to this size are predicted in one direct call
@@ -219,9 +219,9 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 tracker = fit_tracked(model, splits, spec, pruning)
                 fit_seconds = time.perf_counter() - started
                 if pruning is not None and pruning.pruned_at is not None:
-                    from mlflow_dl.training.pruning import PRUNED_TAG, REASON_TAG
+                    from mlflow_dl.tags import PRUNED_REASON_TAG, PRUNED_TAG
 
-                    mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), REASON_TAG: pruning.reason})
+                    mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), PRUNED_REASON_TAG: pruning.reason})
                 if tracker.diverged_at is not None:
                     raise TrainingError(f"{tracker.divergence()}; "
                                         f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
@@ -236,12 +236,12 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                     mlflow.log_metrics(after)
                     mlflow.log_figure(fig, path)
                 except Exception as exc:
-                    if not runs.connection_lost(exc):
+                    if not uris.connection_lost(exc):
                         raise
                     tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
                 finally:
                     plots.close(fig)
-                if not tracker.delivered() and runs.reachable(mlflow.get_tracking_uri()):
+                if not tracker.delivered() and uris.reachable(mlflow.get_tracking_uri()):
                     raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
                                         "journal for `mlflow-dl sync`")
         except Exception as exc:
