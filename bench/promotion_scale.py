@@ -85,7 +85,8 @@ def insert_runs(db: str, experiment_id: str, start: int, count: int, rng) -> Non
 def time_pick_and_move(url: str, name: str, versions: list[str], repeats: int) -> tuple[float, str]:
     import mlflow
 
-    from mlflow_dl.registry import move_alias, ranked
+    from mlflow_dl.registry.candidates import ranked
+    from mlflow_dl.registry.promotion import move_alias
 
     client = mlflow.MlflowClient(url)
     times, winner = [], None

@@ -84,7 +84,7 @@ def main() -> None:
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.preprocessing import Preprocessing
     from mlflow_dl.families.train import train
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
     from mlflow_dl.fit.model_logging import KERAS_FILE, pip_requirements
 
     root = tempfile.mkdtemp(prefix="b6-")

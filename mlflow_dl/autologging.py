@@ -51,7 +51,7 @@ def autolog(disable: bool = False, **callback_kwargs) -> None:
         try:
             return original(*bound.args, **bound.kwargs)
         except BaseException as exc:  # Keras skips on_train_end on errors: end our run ourselves
-            if getattr(tracker, "_owns_run", False) and tracker.run_id:
+            if getattr(tracker, "owns_run", False) and tracker.run_id:
                 runs.end_run(tracker.run_id, exc)
             raise
         finally:

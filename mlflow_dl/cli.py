@@ -189,8 +189,8 @@ def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_impr
             allow_key_change):
     """Register the run with the lowest model_val_loss (one comparability key) and point the alias at it."""
     _quiet_tensorflow()
-    from mlflow_dl.registry import promote as promote_fn
-    from mlflow_dl.serving import ServeSpec, shell_command
+    from mlflow_dl.registry.promotion import promote as promote_fn
+    from mlflow_dl.registry.serving import ServeSpec, shell_command
 
     result = promote_fn(experiment, model_name, parent_run_id=parent_run_id or None, alias=alias,
                         min_improvement=min_improvement, allow_signature_change=allow_signature_change,
@@ -207,7 +207,7 @@ def promote(experiment, model_name, parent_run_id, dataset, key, alias, min_impr
 @needs_server("serve", "resolve models:/NAME@ALIAS in the model registry")
 def serve(model_name, alias, host, port):
     """Serve NAME@ALIAS with `mlflow models serve --env-manager local` (Ctrl-C stops it)."""
-    from mlflow_dl.serving import ServeSpec, check_registered, serve as serve_fn, shell_command
+    from mlflow_dl.registry.serving import ServeSpec, check_registered, serve as serve_fn, shell_command
 
     spec = ServeSpec(model_name, alias, host, port)
     check_registered(spec)
@@ -228,7 +228,7 @@ def serve(model_name, alias, host, port):
 @click.option("--workers", default=1, show_default=True, type=int)
 def server(backend_store_uri, artifacts_destination, host, port, app_name, allowed_hosts, workers):
     """Start the tracking server: embedded SQLite by default, PostgreSQL + basic-auth for a team."""
-    from mlflow_dl.server import ServerSpec, command, serve as serve_fn
+    from mlflow_dl.registry.team_server import ServerSpec, command, serve as serve_fn
 
     spec = ServerSpec(backend_store_uri, artifacts_destination, host, port, app_name,
                       tuple(h.strip() for h in allowed_hosts.split(",") if h.strip()), workers)

@@ -30,8 +30,8 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     done.update(_tune(epochs, experiment, echo))
     done.update(_time_series(epochs, experiment, echo))
     # last step: the best breast-cancer model becomes the registered champion, ready to serve
-    from mlflow_dl.registry import promote
-    from mlflow_dl.serving import ServeSpec, shell_command
+    from mlflow_dl.registry.promotion import promote
+    from mlflow_dl.registry.serving import ServeSpec, shell_command
     from mlflow_dl.delivery import offline_store
     from mlflow_dl.delivery.experiments import DEFAULT_EXPERIMENT
 

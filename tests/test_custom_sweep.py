@@ -192,7 +192,7 @@ def test_mlflow_run_custom_entry_point_against_a_server(project, tmp_path, mlflo
 @pytest.mark.slow
 def test_promote_the_best_trial_and_serve_raw_rows(project, tmp_path, tracking_store):
     from mlflow_dl import sweep_model
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
 
     result = sweep_model("my_models:build", {"units": [2, 4]}, "train.csv", target="y", epochs=2, progress=False)
     promoted = promote("mlflow-dl", "custom-model", parent_run_id=result.parent_run_id)

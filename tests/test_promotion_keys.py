@@ -16,7 +16,7 @@ from mlflow_dl.data.datasets import load_dataset
 from mlflow_dl.data.split import split_and_scale
 from mlflow_dl.errors import PromotionError
 from mlflow_dl.families.train import train
-from mlflow_dl.registry import promote
+from mlflow_dl.registry.promotion import promote
 from mlflow_dl.families import sweep
 from mlflow_dl.fit.callback import MlflowCallback
 from mlflow_dl.tags import KEY_TAG as KEY, NONFINITE_TAG

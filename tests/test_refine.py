@@ -60,7 +60,7 @@ def cli(args, capsys):
 
 def test_refine_a_custom_sweep_between_the_best_neighbours_then_deeper_and_promote(frame, tracking_store):
     from mlflow_dl import refine, sweep_model
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
 
     coarse = sweep_model("user_model.py:build", {"units": [2, 8, 32, 128], "lr": [0.01]}, frame, target="y",
                          epochs=2, progress=False, experiment="refine-me")

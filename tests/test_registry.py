@@ -11,7 +11,8 @@ from conftest import mlflow_dl_cli
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError, PromotionError
 from mlflow_dl.families.train import train
-from mlflow_dl.registry import find_best, promote
+from mlflow_dl.registry.candidates import find_best
+from mlflow_dl.registry.promotion import promote
 from mlflow_dl.fit import comparability
 
 

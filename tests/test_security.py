@@ -57,8 +57,8 @@ def test_artifact_paths_are_normalised_and_kept_inside_the_run(tmp_path):
 
 
 def test_servers_default_to_loopback():
-    from mlflow_dl.server import ServerSpec, command
-    from mlflow_dl.serving import ServeSpec, serve_command
+    from mlflow_dl.registry.team_server import ServerSpec, command
+    from mlflow_dl.registry.serving import ServeSpec, serve_command
 
     assert command(ServerSpec())[command(ServerSpec()).index("--host") + 1] == "127.0.0.1"
     assert serve_command(ServeSpec("m"))[serve_command(ServeSpec("m")).index("-h") + 1] == "127.0.0.1"

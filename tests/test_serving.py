@@ -16,7 +16,7 @@ from sklearn.datasets import load_breast_cancer
 from conftest import free_port, mlflow_dl_cli, wait_http
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.families.train import train
-from mlflow_dl.registry import promote
+from mlflow_dl.registry.promotion import promote
 
 NAME = "serve-bc"
 

@@ -17,7 +17,7 @@ from sklearn.datasets import load_breast_cancer
 from conftest import free_port, wait_http
 from mlflow_dl.cli import main
 from mlflow_dl.config import FitSpec, ModelSpec
-from mlflow_dl.registry import promote
+from mlflow_dl.registry.promotion import promote
 from mlflow_dl.families import sweep
 
 pytestmark = pytest.mark.slow

@@ -84,7 +84,7 @@ def test_each_tuner_kind_logs_one_child_per_trial_and_a_summary(tiny, kind, tria
 
 
 def test_a_resumed_search_adds_only_the_new_trials_and_promotes_its_best(tiny):
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
     from mlflow_dl.sweeps.tuner_bridge import tune
 
     data, space = tiny

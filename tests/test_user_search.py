@@ -80,7 +80,7 @@ def test_the_lecture_cell_gives_a_parent_and_a_child_per_trial(autologged, tmp_p
     varied = [k for k in ("node1", "learning_rate") if table[k].nunique() > 1]
     assert varied and {f"plots/val_loss_vs_{k}.png" for k in varied} <= figures
     # promoted like a sweep: the best child, registered
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
 
     promoted = promote("mlflow-dl", "lecture", parent_run_id=parent.info.run_id)
     lowest = min(children, key=lambda c: c.data.metrics["best_val_loss"])
@@ -200,7 +200,7 @@ def test_a_failing_trial_is_a_failed_child_and_the_search_goes_on(autologged, tm
 def test_a_two_input_search_is_promoted_and_served_on_named_tensors(autologged, tracking_store, tmp_path):
     from test_autolog_serving import post, scoring_servers
 
-    from mlflow_dl.registry import promote
+    from mlflow_dl.registry.promotion import promote
 
     def build(hp):
         a, b = keras.Input((2,), name="a"), keras.Input((1,), name="b")

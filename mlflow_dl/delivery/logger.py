@@ -148,6 +148,14 @@ class BackgroundLogger:
         self.client.log_batch(self.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
                               tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
 
+    def keep_journal(self, delivered: bool) -> None:
+        """At the end of a fit: close the journal (deleted once the server has every record) if everything was
+        `delivered`, else flush it, still open for the sender's acks, for `mlflow-dl sync`."""
+        if delivered:
+            self.journal.close()
+        else:
+            self.journal.flush()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued is on the server; False once `timeout` seconds pass with
         nothing delivered (the server is away or stuck). A slow server that keeps taking records

@@ -53,6 +53,22 @@ def activity_regularised(layers: list) -> list[str]:
     return [layer.name for layer in layers if getattr(layer, "activity_regularizer", None) is not None]
 
 
+def activity_note(layers: list) -> str | None:
+    """What model_val_loss holds for a model with activity regularisers (tagged on its run), else None."""
+    if not (active := activity_regularised(layers)):
+        return None
+    return (f"activity regularisers ({', '.join(active)[:200]}): model_val_loss includes their penalty on the "
+            "validation rows; only the weight penalties are taken out")
+
+
+def restoring_early_stopping(callbacks: list):
+    """The first of `callbacks` that is an EarlyStopping restoring its best weights, else None."""
+    import keras
+
+    return next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights),
+                None)
+
+
 def _compiled_metrics(model) -> list:
     """The model's metrics with Keras' compile-time containers (CompileMetrics) opened."""
     out = []

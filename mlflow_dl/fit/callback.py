@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import metadata
 
 import keras
 import mlflow
@@ -24,6 +23,7 @@ from mlflow_dl.delivery import runs, spool, uris
 from mlflow_dl.delivery.logger import BackgroundLogger
 from mlflow_dl.fit import best as best_rule
 from mlflow_dl.fit import comparability, fit_artifacts, fit_datasets, fit_params, model_logging
+from mlflow_dl.fit import fit_epochs
 from mlflow_dl.fit.fit_epochs import FitEpochs
 from mlflow_dl.fit.interrupts import SignalStop
 from mlflow_dl.runtime import tf_runtime
@@ -33,22 +33,6 @@ FLUSH_TIMEOUT = 5.0  # seconds without a record delivered before the end of fit 
 DELIVERY_TIMEOUT = 60.0  # the same, for an owner about to end the run (it needs the server anyway)
 MODEL_VAL_LOSS_TAG = "mlflow_dl.model_val_loss_epoch"  # set when model_val_loss is not the model epoch's own
 ACTIVITY_TAG = "mlflow_dl.model_val_loss_note"  # what model_val_loss holds for a model with activity regularisers
-SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
-
-
-def _validation_rule(arguments: dict | None) -> str:
-    """How a user's fit chose its validation rows, for the comparability key."""
-    arguments = arguments or {}
-    if arguments.get("validation_data") is not None:
-        return "validation_data"
-    return f"validation_split={arguments.get('validation_split') or 0.0:g}"
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "none"
 
 
 class MlflowCallback(keras.callbacks.Callback):
@@ -118,7 +102,7 @@ class MlflowCallback(keras.callbacks.Callback):
         nested = self._nested_run(active)
         if nested:
             active = None
-        self._owns_run = active is None
+        self.owns_run = active is None
         uri = mlflow.get_tracking_uri()
         create = None
         if active is None and uris.reachable(uri):
@@ -141,7 +125,7 @@ class MlflowCallback(keras.callbacks.Callback):
         earlier: dict[int, dict[str, float]] = {}  # a resumed run's epochs from before the kill
         if self.backup_dir:
             if os.path.isdir(self.backup_dir) and not self.offline:
-                earlier = self._earlier_epochs(run_id)
+                earlier = fit_epochs.logged_epochs(self._client, run_id)
                 self._logged_through = max(earlier, default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self.record = FitEpochs(self.model, self.monitor, self.mode, self.log_weights == "best", self.backup_dir,
@@ -158,12 +142,7 @@ class MlflowCallback(keras.callbacks.Callback):
         if self.model.built and not self.offline:
             self._architecture = fit_artifacts.in_background(self._log_architecture)
         self._epoch_time: dict[int, int] = {}
-        self._logger.log_params({
-            "keras_version": keras.__version__,
-            "tensorflow_version": _version("tensorflow"),
-            "mlflow_dl_version": _version("mlflow-dl"),
-            "tensorflow_grappler": tf_runtime.grappler_state(),
-        })
+        self._logger.log_params(fit_params.version_params())
         self._log_size()
 
     def _log_size(self) -> None:
@@ -192,11 +171,10 @@ class MlflowCallback(keras.callbacks.Callback):
         self.monitor, self.mode, self.log_weights = monitor or "val_loss", best_rule.check_mode(mode), log_weights
         if monitor is not None:
             return None
-        for callback in fit_params.fit_callbacks(arguments):
-            if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
-                self.monitor, self.mode, self.log_weights = callback.monitor, callback.mode, "best"
-                return callback
-        return None
+        callback = best_rule.restoring_early_stopping(fit_params.fit_callbacks(arguments))
+        if callback is not None:
+            self.monitor, self.mode, self.log_weights = callback.monitor, callback.mode, "best"
+        return callback
 
     def _weigh_penalty(self) -> None:
         """Once the model is built: its penalised variables, and the data loss as the default rank
@@ -205,10 +183,8 @@ class MlflowCallback(keras.callbacks.Callback):
         self._penalised = best_rule.penalised(self.model)
         if self._penalised and self.given[0] is None and self._early_stopping is None:
             self.monitor = self.record.monitor = self.record.ranked = best_rule.DATA_LOSS
-        if active := best_rule.activity_regularised(fit_params.leaf_layers(self.model)):
-            self._logger.set_tags({ACTIVITY_TAG: (
-                f"activity regularisers ({', '.join(active)[:200]}): model_val_loss includes their penalty on the "
-                "validation rows; only the weight penalties are taken out")})
+        if note := best_rule.activity_note(fit_params.leaf_layers(self.model)):
+            self._logger.set_tags({ACTIVITY_TAG: note})
 
     def _log_fit(self, active, arguments: dict | None) -> None:
         """fit's params (fit_params); the data's digests as tags, and its datasets logged in the background."""
@@ -222,27 +198,19 @@ class MlflowCallback(keras.callbacks.Callback):
                 fit_datasets.VALIDATION_DIGEST_TAG: self.data_digests.get("validation")}
         if self.log_datasets and tags[fit_datasets.DIGEST_TAG] and not self._keyed():  # key from the data
             tags.update(comparability.fit_tags(self.model, "fit", list(self.data_digests.values()),
-                                               _validation_rule(arguments)))
+                                               comparability.validation_rule(arguments)))
         if any(tags.values()):
             self._logger.set_tags({k: v for k, v in tags.items() if v is not None})
         if self.log_datasets and self.data_digests and not self.offline:
-            source = {k: v for k, v in active.data.tags.items() if k in SOURCE_TAGS}
-            self._datasets = fit_artifacts.in_background(self._log_datasets, arguments, source)
+            self._datasets = fit_artifacts.in_background(fit_datasets.log_datasets, self.run_id, arguments,
+                                                         self.data_digests, active.data.tags)
 
     def _keyed(self) -> bool:
         """Whether the run already carries a comparability key (its owner's word wins over the data's);
         a run this callback just started carries none, so only someone else's run is asked."""
-        if self.offline or self._owns_run:
+        if self.offline or self.owns_run:
             return False
         return KEY_TAG in self._client.get_run(self.run_id).data.tags
-
-    def _log_datasets(self, arguments: dict, source: dict) -> None:
-        """Training and validation data as the run's dataset inputs; a failure is one line, never the fit's."""
-        try:
-            for dataset, context in fit_datasets.datasets(arguments, self.data_digests, source):
-                runs.log_dataset(dataset, context, run_id=self.run_id)
-        except Exception as exc:  # an input mlflow.data cannot describe: the digests are tagged anyway
-            print(f"mlflow-dl: datasets not logged: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._signals.epoch_begin()
@@ -263,14 +231,6 @@ class MlflowCallback(keras.callbacks.Callback):
             self._logger.log_metrics(values, step=epoch, tags={runs.HEARTBEAT_TAG: str(now)}, timestamp=now)
         if self.record.diverged_at is not None:
             self.model.stop_training = True
-
-    def _earlier_epochs(self, run_id: str) -> dict[int, dict[str, float]]:
-        """A resumed run's per-epoch metrics as logged before the kill (the summary comes only at the end)."""
-        out: dict[int, dict[str, float]] = {}
-        for key in self._client.get_run(run_id).data.metrics:
-            for m in self._client.get_metric_history(run_id, key):
-                out.setdefault(m.step, {})[key] = m.value
-        return out
 
     # -- after training ---------------------------------------------------
     def summary(self) -> dict[str, float]:
@@ -318,27 +278,22 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _end_interrupted(self) -> None:
-        """Everything logged so far delivered (or kept in the journal), the run ended KILLED if it
-        is this callback's, then the KeyboardInterrupt the signal stood for. At the end of the cut
-        epoch (Keras stops after the batch), so that callbacks after this one (BackupAndRestore)
-        do not save it as whole, or at the end of fit. A run someone else owns (run_trial,
-        autolog) is ended KILLED by its owner."""
+        """Everything logged so far delivered (or journaled), the run ended KILLED if this callback owns it (else
+        its owner does), then the signal's KeyboardInterrupt. At the end of the cut epoch (Keras stops after
+        the batch), so that later callbacks (BackupAndRestore) do not save it as whole, or at the end of fit."""
         interrupt = KeyboardInterrupt(self._signals.received)
         logger = self._logger
         try:
             self._drop_staged_files()
-            if self._owns_run and self.offline:
+            if self.owns_run and self.offline:
                 logger.end("KILLED")
             delivered = logger.flush(timeout=FLUSH_TIMEOUT)
-            if self._owns_run and not self.offline:
+            if self.owns_run and not self.offline:
                 if delivered:
                     runs.end_run(self.run_id, error=interrupt)
                 else:  # the server went away: ended by `mlflow-dl sync`
                     logger.end("KILLED")
-            if delivered:
-                logger.journal.close()
-            else:
-                logger.journal.flush()
+            logger.keep_journal(delivered)
         finally:
             self.release()
         raise interrupt
@@ -397,9 +352,9 @@ class MlflowCallback(keras.callbacks.Callback):
                 job.result()
         if record.diverged_at is not None:
             self._client.set_tag(self.run_id, runs.ERROR_TAG, f"TrainingError: {record.divergence()}")
-            if self._owns_run:
+            if self.owns_run:
                 runs.end_run(self.run_id, error=RuntimeError("training diverged"))
-        elif self._owns_run:
+        elif self.owns_run:
             runs.end_run(self.run_id)
         logger.journal.close()
 
@@ -420,12 +375,9 @@ class MlflowCallback(keras.callbacks.Callback):
                                                     "the weights are in checkpoints/best.keras"})
         if self.diverged_at is not None:
             logger.set_tags({runs.ERROR_TAG: f"TrainingError: {self.divergence()}"})
-        if self._owns_run:
+        if self.owns_run:
             logger.end("FAILED" if self.diverged_at is not None else "FINISHED")
-        if logger.flush(timeout=FLUSH_TIMEOUT):
-            logger.journal.close()
-        else:
-            logger.journal.flush()
+        logger.keep_journal(logger.flush(timeout=FLUSH_TIMEOUT))
 
     def _log_architecture(self) -> None:
         fit_artifacts.log_architecture(self._client, self.run_id, self.model)

@@ -14,6 +14,14 @@ from mlflow_dl.tags import DATASET_TAG, KEY_TAG, PART_PREFIX
 PARTS = ("digest", "target", "task", "loss", "scale_y", "split", "horizon")  # what the key hashes
 
 
+def validation_rule(arguments: dict | None) -> str:
+    """How a user's fit chose its validation rows (the key's `split` for a fit the callback keys)."""
+    arguments = arguments or {}
+    if arguments.get("validation_data") is not None:
+        return "validation_data"
+    return f"validation_split={arguments.get('validation_split') or 0.0:g}"
+
+
 def key(digest: str, target: str, task: str, loss: str, scale_y: bool = False, split: str = "",
         horizon: int | None = None) -> str:
     """12 hex characters naming what a run's val_loss measures (see the module docstring).

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 
 import numpy as np
 import pandas as pd
 
 DIGEST_TAG = "mlflow_dl.data_digest"  # the training data's digest, on every run that knows it
 VALIDATION_DIGEST_TAG = "mlflow_dl.validation_digest"
+SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.user")  # a dataset's source: the run's code
 UNHASHED = "unhashed:"  # a digest that does not cover the contents
 CONTEXTS = ("training", "validation")
 
@@ -175,3 +177,16 @@ def datasets(arguments: dict, digests_: dict[str, str], source_tags: dict[str, s
     return [(mlflow_dataset(data, digests_[context], context, source), context)
             for context, data in parts(arguments).items()
             if context in digests_ and (hashed(digests_[context]) or _is_tf_dataset(data[0]))]
+
+
+def log_datasets(run_id: str, arguments: dict, digests_: dict[str, str], run_tags: dict[str, str]) -> None:
+    """Training and validation data as the run's dataset inputs, their source the run's code (its source
+    tags); a failure is one line, never the fit's."""
+    from mlflow_dl.delivery import runs
+
+    source = {k: v for k, v in run_tags.items() if k in SOURCE_TAGS}
+    try:
+        for dataset, context in datasets(arguments, digests_, source):
+            runs.log_dataset(dataset, context, run_id=run_id)
+    except Exception as exc:  # an input mlflow.data cannot describe: the digests are tagged anyway
+        print(f"mlflow-dl: datasets not logged: {type(exc).__name__}: {exc}", file=sys.stderr)

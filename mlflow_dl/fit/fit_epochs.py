@@ -19,6 +19,15 @@ from mlflow_dl.fit import best as best_rule
 BEST_STATE = "mlflow_dl_best.npz"  # in backup_dir: the best epoch's weights, for `mlflow-dl resume`
 
 
+def logged_epochs(client, run_id: str) -> dict[int, dict[str, float]]:
+    """A resumed run's per-epoch metrics as logged before the kill (the summary comes only at the end)."""
+    out: dict[int, dict[str, float]] = {}
+    for key in client.get_run(run_id).data.metrics:
+        for m in client.get_metric_history(run_id, key):
+            out.setdefault(m.step, {})[key] = m.value
+    return out
+
+
 class FitEpochs:
     """Every epoch's logs, the history by metric, the best epoch and its weights, and the summary."""
 

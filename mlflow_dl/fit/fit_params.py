@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from importlib import metadata
 
 import numpy as np
 
@@ -35,6 +36,22 @@ _KERAS_OWN_CALLBACKS = ("History", "ProgbarLogger")
 REGULARIZERS = ("kernel_regularizer", "bias_regularizer", "recurrent_regularizer", "activity_regularizer")
 
 _fits: dict[str, int] = {}  # run id -> fits this process logged into it
+
+
+def version_params() -> dict[str, str]:
+    """The versions a fit ran with, and whether TensorFlow's Grappler was on."""
+    import keras
+
+    from mlflow_dl.runtime import tf_runtime
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "none"
+
+    return {"keras_version": keras.__version__, "tensorflow_version": version("tensorflow"),
+            "mlflow_dl_version": version("mlflow-dl"), "tensorflow_grappler": tf_runtime.grappler_state()}
 
 
 def count_fit(run_id: str) -> int:

@@ -25,6 +25,7 @@ from mlflow.utils.file_utils import get_total_file_size
 
 from mlflow_dl.data import preprocessing as preprocessing_module
 from mlflow_dl.data.preprocessing import Preprocessing
+from mlflow_dl.fit import keras_file
 
 MODEL_CODE = os.path.join(os.path.dirname(__file__), "pyfunc_model.py")  # rows of raw columns
 TENSOR_MODEL_CODE = os.path.join(os.path.dirname(__file__), "tensor_model.py")  # named tensors
@@ -175,6 +176,8 @@ def _stage(run_id, code, signature, input_example, metadata, model_config, extra
     root = tempfile.mkdtemp(prefix="mlflow-dl-model-")
     try:
         artifacts, code_paths = extra(root)
+        loader = os.path.join(root, "mlflow_dl_keras_file.py")  # how the served model loads its Keras file
+        shutil.copyfile(keras_file.__file__, loader)
         placeholder = os.path.join(root, KERAS_FILE)  # replaced by the trained weights
         open(placeholder, "wb").close()
         path = os.path.join(root, "model")
@@ -182,7 +185,7 @@ def _stage(run_id, code, signature, input_example, metadata, model_config, extra
             path,
             python_model=code,
             artifacts={"keras_model": placeholder, **artifacts},
-            code_paths=code_paths + _module_files(model_config.get("custom_objects") or {}) or None,
+            code_paths=[loader, *code_paths] + _module_files(model_config.get("custom_objects") or {}) or None,
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements(),

@@ -1,13 +1,11 @@
 """The served model, saved as MLflow "models from code" (no pickle).
 
 MLflow copies this file into the model; it must not import mlflow_dl, only the
-copy of mlflow_dl/data/preprocessing.py that travels with it in code/ under the
-name `mlflow_dl_preprocessing`. Requests hold raw rows with the original column
+copies of mlflow_dl/data/preprocessing.py and fit/keras_file.py that travel with it
+in code/ as `mlflow_dl_preprocessing` and `mlflow_dl_keras_file`. Requests hold raw rows with the original column
 names, or a 2-D array of them in order (as a numpy `fit` took them); the model
 applies the training-time preprocessing itself.
 """
-
-import importlib
 
 import mlflow
 import pandas as pd
@@ -20,15 +18,11 @@ class KerasPipelineModel(PythonModel):
     """Keras model + preprocessing; predicts with predict_on_batch (not model.predict)."""
 
     def load_context(self, context):
-        import keras
+        from mlflow_dl_keras_file import load
         from mlflow_dl_preprocessing import InputError, Preprocessing
 
         self._input_error = InputError
-        # a subclassed model's or custom layer's class, from the code shipped with the model
-        custom = {name: getattr(importlib.import_module(where.partition(":")[0]), where.partition(":")[2])
-                  for name, where in ((context.model_config or {}).get("custom_objects") or {}).items()}
-        self.model = keras.saving.load_model(context.artifacts["keras_model"], custom_objects=custom, compile=False,
-                                             safe_mode=True)
+        self.model = load(context.artifacts["keras_model"], (context.model_config or {}).get("custom_objects"))
         with open(context.artifacts["preprocessing"]) as f:
             self.prep = Preprocessing.from_json(f.read())
 

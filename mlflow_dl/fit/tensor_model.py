@@ -1,6 +1,7 @@
 """The served model of a Keras model that takes named tensors, saved as MLflow "models from code".
 
-MLflow copies this file into the model; it must not import mlflow_dl. The model checks each request
+MLflow copies this file into the model; it must not import mlflow_dl (only `mlflow_dl_keras_file`, shipped
+beside it). The model checks each request
 itself against its inputs (model_config "input_tensors": name, dtype, shape per `keras.Input`) and
 casts what casts safely (float64 or integers to float32, as Keras does in `predict`): MLflow's own
 TensorSpec check refuses any dtype but the declared one, so the signature declares the outputs and
@@ -8,8 +9,6 @@ the inputs travel in the model's metadata and config. It takes a dict of arrays,
 order, one array for one input, or a DataFrame with one column per input; the answer is what
 `model.predict` gives, one batch at a time.
 """
-
-import importlib
 
 import mlflow
 import numpy as np
@@ -45,13 +44,9 @@ class KerasTensorModel(PythonModel):
     """A Keras 3 file loaded with safe_mode=True; predicts with predict_on_batch (not model.predict)."""
 
     def load_context(self, context):
-        import keras
+        from mlflow_dl_keras_file import load  # (shipped in code/)
 
-        # a subclassed model's or custom layer's class, from the code shipped with the model
-        custom = {name: getattr(importlib.import_module(where.partition(":")[0]), where.partition(":")[2])
-                  for name, where in ((context.model_config or {}).get("custom_objects") or {}).items()}
-        self.model = keras.saving.load_model(context.artifacts["keras_model"], custom_objects=custom, compile=False,
-                                             safe_mode=True)
+        self.model = load(context.artifacts["keras_model"], (context.model_config or {}).get("custom_objects"))
         config = context.model_config or {}
         self._specs = [(s["name"], np.dtype(s["dtype"]), tuple(s["shape"])) for s in config.get("input_tensors") or []]
         self._keyed = bool(config.get("keyed"))

@@ -34,6 +34,7 @@ from mlflow_dl.sweeps.trial_specs import Axis
 from mlflow_dl.delivery import experiments, failover, runs, uris
 from mlflow_dl.fit import plots
 from mlflow_dl.fit.callback import MlflowCallback
+from mlflow_dl.tags import PRUNED_REASON_TAG, PRUNED_TAG
 
 FAMILY = "tune"
 SEARCH_TAG = "mlflow_dl.search_id"
@@ -179,9 +180,9 @@ class _Bridge:
         if pruning is not None:
             if pruning.pruned_at is not None:
                 self.client.log_batch(self.child_id, tags=[
-                    RunTag(pruning_module.PRUNED_TAG, str(pruning.pruned_at)),
-                    RunTag(pruning_module.REASON_TAG, pruning.reason)])
-                self._tags[pruning_module.PRUNED_TAG] = str(pruning.pruned_at)
+                    RunTag(PRUNED_TAG, str(pruning.pruned_at)),
+                    RunTag(PRUNED_REASON_TAG, pruning.reason)])
+                self._tags[PRUNED_TAG] = str(pruning.pruned_at)
             prune_callback.finish(pruning, self.tracker.summary().get("model_val_loss"))
         return history
 
@@ -307,7 +308,7 @@ def _row(run_id: str, status: str, metrics: dict, params: dict, tags: dict) -> d
         "train_loss_at_best": metrics.get("best_epoch_loss", float("nan")),
         "total_params": float(params.get("model.total_params", "nan")),
         "status": status, "tuner_status": tags.get(STATUS_TAG, ""),
-        "pruned_at_epoch": float(tags.get(pruning_module.PRUNED_TAG, "nan")),
+        "pruned_at_epoch": float(tags.get(PRUNED_TAG, "nan")),
         "error": tags.get(runs.ERROR_TAG, ""), "run_id": run_id,
     }
 
