@@ -107,3 +107,19 @@ def test_the_program_exits_with_the_commands_code_after_the_atexit_handlers():
     helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and helped.stdout.startswith("Usage: mlflow-dl")
     assert helped.stdout.endswith("atexit handler ran\n") and "train" in helped.stdout
+
+
+@pytest.mark.parametrize("text, seconds", [("45s", 45), ("30m", 1800), (" 2h ", 7200), ("1.5d", 129600)])
+def test_reap_older_than_reads_a_number_and_a_unit(text, seconds):
+    from mlflow_dl.cli.runs import parse_age
+
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "30", "m", "-1h", "2w"])
+def test_reap_older_than_without_a_unit_is_a_config_error(text):
+    from mlflow_dl.cli.runs import parse_age
+    from mlflow_dl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"older_than={text!r} is invalid"):
+        parse_age(text)

@@ -3,10 +3,13 @@ abandoned ones, `diagnose` a series run's residuals."""
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from mlflow_dl.cli.common import describe_result, quiet_tensorflow
 from mlflow_dl.delivery.outage import needs_server
+from mlflow_dl.errors import ConfigError
 
 
 @click.command()
@@ -34,13 +37,21 @@ def resume(run_id):
     click.echo(describe_result(resume_fn(run_id)))
 
 
+def parse_age(text: str) -> float:
+    """--older-than: '30m', '2h', '45s', '1d' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(text))
+    if not match:
+        raise ConfigError(f"older_than={text!r} is invalid; expected a number and a unit s, m, h or d (e.g. 30m)")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
 @click.command()
 @click.option("--older-than", default="30m", show_default=True, help="Heartbeat age: 45s, 30m, 2h, 1d.")
 @click.option("--experiment", default=None, help="Only this experiment (default: all).")
 @needs_server("reap", "find the runs left RUNNING and end them")
 def reap(older_than, experiment):
     """End KILLED the runs left RUNNING without a heartbeat for longer than --older-than."""
-    from mlflow_dl.training.resume import parse_age, reap as reap_fn
+    from mlflow_dl.training.resume import reap as reap_fn
 
     reaped = reap_fn(parse_age(older_than), experiment)
     for run_id in reaped:
