@@ -76,6 +76,19 @@ def test_dropna_flag_lets_the_nan_csv_train(csvs, capsys, tracking_store):
     assert code == 0 and "FINISHED" in out
 
 
+def test_train_prints_the_logged_model_val_loss_and_its_epoch(capsys, tracking_store):
+    """The line names the metric it prints: model_val_loss (what promote ranks) at the epoch whose weights
+    the model holds; with --no-restore-best-weights that is the last epoch, not best_epoch."""
+    code, out, _ = run_cli(["train", "--epochs", "3", "--hidden", "4", "--l2", "0.01", "--patience", "none",
+                            "--no-restore-best-weights"], capsys)
+    assert code == 0
+    (run,) = all_runs()
+    m = run.data.metrics
+    assert int(m["model_epoch"]) == 2
+    assert out.startswith(f"run {run.info.run_id} FINISHED: model_val_loss={m['model_val_loss']:.4g} at epoch 2; "), out
+    assert "best_val_loss" not in out
+
+
 def test_cli_subprocess_trains_into_the_default_sqlite_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     proc = subprocess.run([*mlflow_dl_cli(), "train", "--epochs", "2", "--hidden", "8", "--l2", "0.01",
@@ -107,3 +120,19 @@ def test_the_program_exits_with_the_commands_code_after_the_atexit_handlers():
     helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and helped.stdout.startswith("Usage: mlflow-dl")
     assert helped.stdout.endswith("atexit handler ran\n") and "train" in helped.stdout
+
+
+@pytest.mark.parametrize("text, seconds", [("45s", 45), ("30m", 1800), (" 2h ", 7200), ("1.5d", 129600)])
+def test_reap_older_than_reads_a_number_and_a_unit(text, seconds):
+    from mlflow_dl.cli.runs import parse_age
+
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "30", "m", "-1h", "2w"])
+def test_reap_older_than_without_a_unit_is_a_config_error(text):
+    from mlflow_dl.cli.runs import parse_age
+    from mlflow_dl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"older_than={text!r} is invalid"):
+        parse_age(text)

@@ -57,7 +57,7 @@ def test_train_prints_its_own_lines_only_and_verbose_shows_the_rest(tmp_path):
     proc = _train(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not NOISE.search(proc.stdout + proc.stderr), proc.stderr
-    assert re.fullmatch(r"run \w{32} FINISHED: best_val_loss=.*\n", proc.stdout)
+    assert re.fullmatch(r"run \w{32} FINISHED: model_val_loss=.* at epoch 0; .*\n", proc.stdout)
     (tmp_path / "loud").mkdir()
     loud = _train(tmp_path / "loud", "--verbose")  # a new store again: MLflow creates its tables and says so
     assert loud.returncode == 0, loud.stderr[-3000:]

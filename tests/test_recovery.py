@@ -72,6 +72,8 @@ def test_sigkill_at_epoch_3_then_resume_continues_the_same_run(tmp_path, torn):
     for key in ("loss", "val_loss"):
         assert _steps(run_id, key) == list(range(10))
     assert run.data.metrics["stopped_epoch"] == 9
+    m = run.data.metrics  # the line names the resumed run's logged model_val_loss and the epoch it holds
+    assert f"FINISHED: model_val_loss={m['model_val_loss']:.4g} at epoch {int(m['model_epoch'])}; " in out.stdout
     assert not os.path.exists(backup)  # a fit that ends normally removes its epoch state
     client = mlflow.MlflowClient()
     assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.keras"]

@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 
 from mlflow_dl.config import DataSpec, FitSpec, ModelSpec, TrialSpec
 from mlflow_dl.errors import ConfigError
 
 MLP_FAMILIES = ("train", "regularization", "dropout", "capacity", "early_stopping", "learning_rate", "data_size")
-
-
-def parse_age(text: str) -> float:
-    """'30m', '2h', '45s', '1d' -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(text))
-    if not match:
-        raise ConfigError(f"older_than={text!r} is invalid; expected a number and a unit s, m, h or d (e.g. 30m)")
-    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def _value(raw: str, default):
