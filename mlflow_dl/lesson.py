@@ -20,8 +20,7 @@ def run_lesson(epochs: int = 30, experiment: str | None = None, echo=print) -> d
     done = {}
     for title, spec in steps.items():
         result = train(spec, experiment=experiment)
-        m = result.metrics
-        echo(f"{title}: run {result.run_id} best_val_loss={m['best_val_loss']:.4g} at epoch {m['best_epoch']}")
+        echo(f"{title}: {result.describe()}")
         done[title] = result.run_id
     # performance management: one small sweep per family, each a parent run with a child per trial
     done.update(_performance_sweeps(epochs, experiment, echo))

@@ -117,18 +117,3 @@ def build_spec(kw: dict):
     if "patience" in kw:
         fit["patience"] = parse_patience(kw["patience"])
     return TrialSpec(data=data, model=ModelSpec(**pick(MODEL_OPTION_NAMES)), fit=FitSpec(**fit))
-
-
-def describe_result(result) -> str:
-    """The line a fitted run prints: its status; model_val_loss at model_epoch, the validation data loss of
-    the weights its model holds, what promote and sweeps rank (best_val_loss, the lowest val_loss of any
-    epoch, differs with a weight penalty or --no-restore-best-weights); and its test metrics."""
-    m = result.metrics
-    if "model_val_loss" in m:
-        loss = f"model_val_loss={m['model_val_loss']:.4g} at epoch {m.get('model_epoch', m.get('best_epoch'))}"
-    elif "best_val_loss" in m:  # no candidate weights (none finite): the lowest val_loss seen, no epoch to name
-        loss = f"best_val_loss={m['best_val_loss']:.4g} (no model_val_loss)"
-    else:
-        loss = "no val_loss"
-    tests = ", ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("test_"))
-    return f"run {result.run_id} {result.status}: {loss}; {tests}"

@@ -7,7 +7,7 @@ import re
 
 import click
 
-from mlflow_dl.cli.common import describe_result, quiet_tensorflow
+from mlflow_dl.cli.common import quiet_tensorflow
 from mlflow_dl.delivery.outage import needs_server
 from mlflow_dl.errors import ConfigError
 
@@ -34,7 +34,7 @@ def resume(run_id):
     quiet_tensorflow()
     from mlflow_dl.training.resume import resume as resume_fn
 
-    click.echo(describe_result(resume_fn(run_id)))
+    click.echo(resume_fn(run_id).describe())
 
 
 def parse_age(text: str) -> float:

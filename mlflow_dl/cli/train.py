@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlflow_dl.cli.common import build_spec, data_options, describe_result, fit_options, model_options, quiet_tensorflow
+from mlflow_dl.cli.common import build_spec, data_options, fit_options, model_options, quiet_tensorflow
 from mlflow_dl.delivery.outage import trains_offline
 
 
@@ -21,7 +21,7 @@ def train(run_name, **kw):
     from mlflow_dl.families.train import train as train_fn
 
     result = train_fn(spec, experiment=kw["experiment"], name=run_name)
-    click.echo(describe_result(result))
+    click.echo(result.describe())
 
 
 @click.command(name="main")

@@ -41,6 +41,20 @@ class TrialResult:
     def best_val_loss(self) -> float:
         return self.metrics.get("best_val_loss", float("nan"))
 
+    def describe(self) -> str:
+        """The line a fitted run prints: its status; model_val_loss at model_epoch, the validation data loss of
+        the weights its model holds, what promote and sweeps rank (best_val_loss, the lowest val_loss of any
+        epoch, differs with a weight penalty or --no-restore-best-weights); and its test metrics."""
+        m = self.metrics
+        if "model_val_loss" in m:
+            loss = f"model_val_loss={m['model_val_loss']:.4g} at epoch {m.get('model_epoch', m.get('best_epoch'))}"
+        elif "best_val_loss" in m:  # no candidate weights (none finite): the lowest val_loss seen, no epoch to name
+            loss = f"best_val_loss={m['best_val_loss']:.4g} (no model_val_loss)"
+        else:
+            loss = "no val_loss"
+        tests = ", ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("test_"))
+        return f"run {self.run_id} {self.status}: {loss}; {tests}"
+
 
 _last_input: tuple = (None, None)  # (dataset, its MLflow input): a sweep's trials share one data set
 
