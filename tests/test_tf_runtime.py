@@ -252,7 +252,7 @@ def test_a_users_process_keeps_its_own_heap(monkeypatch):
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        heap.importing()
+        heap.collect_less_often()
         with heap.frozen():
             assert gc.get_threshold() == default
             assert gc.get_freeze_count() == frozen
@@ -300,11 +300,11 @@ def test_a_process_collects_rarely_while_it_imports_and_at_pythons_pace_once_its
     monkeypatch.setattr(heap, "_frozen", False)
     monkeypatch.setattr(heap, "_thresholds", None)
     try:
-        heap.importing()
+        heap.collect_less_often()
         assert gc.get_threshold()[0] > 10 * default[0]
         with heap.frozen():
             assert gc.get_threshold() == default
-            heap.importing()  # a worker initialised again: what it loads next is not worth the change
+            heap.collect_less_often()  # a worker initialised again: what it loads next is not worth the change
             assert gc.get_threshold() == default
     finally:
         gc.set_threshold(*default)

@@ -72,7 +72,7 @@ def program() -> None:
     from mlflow_dl.runtime import heap, process
 
     process.own()  # this process is mlflow-dl's: it may tune the heap and TensorFlow for its fits
-    heap.importing()
+    heap.collect_less_often()
     heap.for_good()
     try:
         main()

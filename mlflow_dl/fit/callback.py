@@ -182,7 +182,7 @@ class MlflowCallback(keras.callbacks.Callback):
         is tagged with what model_val_loss then holds."""
         self._penalised = best_rule.penalised(self.model)
         if self._penalised and self.given[0] is None and self._early_stopping is None:
-            self.monitor = self.record.monitor = self.record.ranked = best_rule.DATA_LOSS
+            self.monitor = self.record.monitor = self.record.rank_metric = best_rule.DATA_LOSS
         if note := best_rule.activity_note(fit_params.leaf_layers(self.model)):
             self._logger.set_tags({ACTIVITY_TAG: note})
 

@@ -44,7 +44,7 @@ class FitEpochs:
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.best_weights = None
-        self.ranked = monitor  # the value the best epoch was chosen by: the monitor, or "loss" as fallback
+        self.rank_metric = monitor  # the value the best epoch was chosen by: the monitor, or "loss" as fallback
         self._way: str | None = None  # "min" / "max": the monitor's direction, once it has shown
         self._fallback: tuple | None = None  # (loss, epoch, weights) while the monitor has not shown yet
         self.nonfinite: str | None = None  # why the weights to log are not finite
@@ -111,17 +111,17 @@ class FitEpochs:
         if stopping is not None and stopping.best_weights is not None and stopping.best_epoch in self.epochs:
             self.best_epoch, self.best_weights = stopping.best_epoch, stopping.best_weights
             self.best = self.epochs[stopping.best_epoch].get(self.monitor, math.nan)
-            self.ranked = self.monitor
+            self.rank_metric = self.monitor
         if self.best_epoch is None and self._fallback is not None:
             self.best, self.best_epoch, self.best_weights = self._fallback
-            self.ranked, self._way = "loss", "min"
+            self.rank_metric, self._way = "loss", "min"
         self._fallback = None
         if not self.epochs:
             return None
         epoch = self.model_epoch
         weights = self.best_weights if self.log_best else self.model.get_weights()
         if epoch is None or weights is None:
-            self.nonfinite = f"no epoch with finite {self.ranked}: {self.divergence() or 'no weights to log'}"
+            self.nonfinite = f"no epoch with finite {self.rank_metric}: {self.divergence() or 'no weights to log'}"
         elif bad := best_rule.nonfinite(weights):
             self.nonfinite = (f"{bad} weight arrays of epoch {epoch} hold NaN or infinity"
                               + (f" ({self.divergence()})" if self.diverged_at is not None else ""))
@@ -164,7 +164,7 @@ class FitEpochs:
         if self.best_epoch is not None:
             out["best_epoch"] = self.best_epoch
             out["best_epoch_loss"] = self.epochs[self.best_epoch].get("loss", math.nan)
-            out[f"best_{self.ranked}"] = self.best
+            out[f"best_{self.rank_metric}"] = self.best
         finite = [v["val_loss"] for v in self.epochs.values() if math.isfinite(v.get("val_loss", math.nan))]
         if finite:
             out["best_val_loss"] = min(finite)

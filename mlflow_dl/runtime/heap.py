@@ -16,10 +16,10 @@ from mlflow_dl.runtime import process
 # frozen object, once per fit
 _frozen = False
 _for_good = False  # the process exits when its command ends (the `mlflow-dl` program): let_go() keeps the freeze
-_thresholds: tuple | None = None  # Python's collection thresholds, for hold() to restore after importing()
+_thresholds: tuple | None = None  # Python's collection thresholds, for hold() to restore after collect_less_often()
 
 
-def importing() -> None:
+def collect_less_often() -> None:
     """While a process loads its libraries, until hold(): collect 70x less often. TensorFlow, MLflow and
     pandas make hundreds of thousands of objects that last and almost no garbage, yet at Python's
     default thresholds each full collection rescans the growing heap while they load, a share of

@@ -55,7 +55,7 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     from mlflow_dl import quiet
 
     process.own()  # a worker only runs trials: mlflow-dl's process, tuned like the CLI's
-    heap.importing()
+    heap.collect_less_often()
     quiet.own_process()
     import mlflow
 
