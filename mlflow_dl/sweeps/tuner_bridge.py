@@ -75,7 +75,7 @@ def _check_same_search(parent, params: dict[str, str], search_id: str) -> None:
 
 
 # -- the bridge: keras-tuner hooks -> child runs ----------------------------------
-class _Bridge:
+class Bridge:
     """What the tuner's hooks share while one trial runs: its child run and its callback."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
@@ -237,7 +237,7 @@ def _run_name(trial_id: str, values: dict) -> str:
 class _SearchModel(kt.HyperModel):
     """build(hp) from the search space; fit() with MlflowCallback after the tuner's callbacks."""
 
-    def __init__(self, bridge: _Bridge):
+    def __init__(self, bridge: Bridge):
         super().__init__(name="mlflow_dl_search")
         self.bridge = bridge
 
@@ -248,10 +248,10 @@ class _SearchModel(kt.HyperModel):
         return self.bridge.fit(hp, model, *args, **kwargs)
 
 
-class _TrialRuns:
+class TrialRuns:
     """Mixed in before a keras-tuner Tuner: each trial's lifetime is its child run's."""
 
-    bridge: _Bridge
+    bridge: Bridge
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -268,10 +268,10 @@ class _TrialRuns:
             super()._configure_tensorboard_dir(callbacks, trial, execution)
 
 
-def _make_tuner(kind: str, bridge: _Bridge, max_trials: int, epochs: int, seed: int, directory: str, project: str):
+def _make_tuner(kind: str, bridge: Bridge, max_trials: int, epochs: int, seed: int, directory: str, project: str):
     base = {"random": kt.RandomSearch, "grid": kt.GridSearch, "bayesian": kt.BayesianOptimization,
             "hyperband": kt.Hyperband}[kind]
-    cls = type(f"Mlflow{base.__name__}", (_TrialRuns, base), {"bridge": bridge})
+    cls = type(f"Mlflow{base.__name__}", (TrialRuns, base), {"bridge": bridge})
     common = dict(hypermodel=_SearchModel(bridge), objective="val_loss", seed=seed, directory=directory,
                   project_name=project, overwrite=False)
     if kind == "hyperband":
@@ -312,14 +312,14 @@ def _row(run_id: str, status: str, metrics: dict, params: dict, tags: dict) -> d
     }
 
 
-def _ended_table(bridge: _Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
+def _ended_table(bridge: Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
     """children_table of the trials this process ran, from what it kept of them (no server needed)."""
     ended = [bridge.ended[k] for k in sorted(bridge.ended)]
     return (pd.DataFrame([row for row, _ in ended]),
             {row["trial"]: {"val_loss": curve} for row, curve in ended})
 
 
-def _summarize(tuner, parent_id: str, experiment_id: str, bridge: _Bridge) -> tuple[pd.DataFrame, str | None]:
+def _summarize(tuner, parent_id: str, experiment_id: str, bridge: Bridge) -> tuple[pd.DataFrame, str | None]:
     """The search's summary (summarize_search), then the best model on the test split."""
     from mlflow_dl.training.trial import test_metrics, test_outputs, test_plot
 
@@ -453,8 +453,8 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
             oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
         except ImportError:
             pass
-        bridge = _Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                         resumed=True)
+        bridge = Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                        resumed=True)
         bridge.prune = _pruning(prune, tuner, parent.info.run_id)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
@@ -468,8 +468,8 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
         mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = _Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                         resumed=parent is not None)
+        bridge = Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                        resumed=parent is not None)
         bridge.prune = _pruning(prune, tuner, run_id)
         if pruning_module.as_spec(prune) is not None:
             mlflow.set_tag("tune.prune", "keras-tuner Hyperband" if tuner == "hyperband"
@@ -528,7 +528,7 @@ def _finished_without_us(parent_id: str, grace: float = 60.0) -> bool:
     return False
 
 
-def _search(bridge: _Bridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
+def _search(bridge: Bridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
     """Run keras-tuner's search; the chief (or the only process) then summarises on the parent."""
     run_id, search_id, splits = bridge.parent_id, bridge.search_id, bridge.splits
     tuner = _make_tuner(kind, bridge, max_trials, epochs, bridge.base.data.seed, directory, search_id)

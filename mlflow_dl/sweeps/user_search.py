@@ -29,7 +29,7 @@ PROJECT_TAG = "tuner/project_dir"
 _patched: tuple | None = None  # (class that defines search, its own search)
 
 
-class _UserBridge(bridge_module._Bridge):
+class _UserBridge(bridge_module.Bridge):
     """The tune bridge without mlflow-dl's data: the user's search brings its own model and data."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, executions: int,
@@ -97,7 +97,7 @@ class _UserBridge(bridge_module._Bridge):
                 mlflow.log_metric(key, float(np.mean(values)))
 
 
-class _UserTrialRuns(bridge_module._TrialRuns):
+class _UserTrialRuns(bridge_module.TrialRuns):
     """The tune mixin, plus the fit of each execution."""
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
@@ -181,7 +181,7 @@ def _tracks(tuner) -> bool:
     """A user's Keras tuner, in one process: not `mlflow-dl tune`'s own (it tracks itself), nor a
     keras-tuner distributed chief/worker (their trials are in other processes: `mlflow-dl tune`), which
     keras-tuner's documented KERASTUNER_ORACLE_IP variable announces."""
-    return (isinstance(tuner, kt.Tuner) and not isinstance(tuner, bridge_module._TrialRuns)
+    return (isinstance(tuner, kt.Tuner) and not isinstance(tuner, bridge_module.TrialRuns)
             and "KERASTUNER_ORACLE_IP" not in os.environ)
 
 
