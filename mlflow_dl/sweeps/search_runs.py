@@ -26,16 +26,21 @@ SEARCH_TAG = "mlflow_dl.search_id"
 TRIAL_TAG = "tuner/trial_id"
 STATUS_TAG = "tuner/status"
 HYPERBAND_TAGS = ("tuner/bracket", "tuner/round", "tuner/epochs")
+EXECUTION_TAG = "tuner/execution"  # a user's search, executions_per_trial > 1: each execution's run
+PROJECT_TAG = "tuner/project_dir"  # a user's search: its parent names keras-tuner's project folder
 AXIS = Axis(key=None, label="trial")
 
 
 # -- the parent run -------------------------------------------------------------
-def find_parent(search_id: str, experiment_id: str):
-    """The parent run of a search, found by its tag (None if the search is new)."""
+def find_parent(search_id: str, experiment_id: str, autologged: bool = False):
+    """The parent run of a search, found by its tag (None if the search is new): the earliest run tagged with
+    the search id that is no trial's or execution's run. `autologged`: a user's search under autolog, whose
+    parent names its project folder (and may be nested in the user's run); else one of `mlflow-dl tune`."""
     found = mlflow.MlflowClient().search_runs(
         [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{search_id}' and tags.`{runs.FAMILY_TAG}` = '{FAMILY}'",
-        max_results=10)
-    parents = [r for r in found if runs.PARENT_TAG not in r.data.tags]
+        max_results=20)
+    parents = [r for r in found if TRIAL_TAG not in r.data.tags and EXECUTION_TAG not in r.data.tags
+               and (PROJECT_TAG in r.data.tags) == autologged]
     return min(parents, key=lambda r: r.info.start_time) if parents else None
 
 

@@ -24,8 +24,6 @@ from mlflow_dl.delivery import runs
 from mlflow_dl.fit.callback import MlflowCallback
 
 FAMILY = search_runs.FAMILY
-EXECUTION_TAG = "tuner/execution"
-PROJECT_TAG = "tuner/project_dir"
 
 _patched: tuple | None = None  # (class that defines search, its own search)
 
@@ -61,7 +59,7 @@ class _UserBridge(Bridge):
             n = len(self._runs)
             execution = runs.start_run(FAMILY, run_name=f"trial {trial.trial_id} execution {n}",
                                        parent_run_id=self.child_id, parent_experiment_id=self.experiment_id,
-                                       tags={search_runs.SEARCH_TAG: self.search_id, EXECUTION_TAG: str(n)})
+                                       tags={search_runs.SEARCH_TAG: self.search_id, search_runs.EXECUTION_TAG: str(n)})
         self._runs.append(tracker)
         try:
             result = build_and_fit(trial, *args, **kwargs)
@@ -120,15 +118,6 @@ def _experiment_id() -> str:
     return runs.ensure_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
 
 
-def _earlier_parent(search_id: str, experiment_id: str):
-    found = mlflow.MlflowClient().search_runs(
-        [experiment_id], max_results=20,
-        filter_string=f"tags.`{search_runs.SEARCH_TAG}` = '{search_id}' and tags.`{runs.FAMILY_TAG}` = '{FAMILY}'")
-    parents = [r for r in found if search_runs.TRIAL_TAG not in r.data.tags and EXECUTION_TAG not in r.data.tags
-               and PROJECT_TAG in r.data.tags]
-    return min(parents, key=lambda r: r.info.start_time) if parents else None
-
-
 def _parent_params(tuner) -> dict:
     oracle = tuner.oracle
     objective = getattr(oracle.objective, "name", str(oracle.objective))
@@ -147,13 +136,13 @@ def tracked_search(tuner, search, args, kwargs, callback_kwargs: dict):
     """
     search_id = _search_id(tuner)
     experiment_id = _experiment_id()
-    parent = _earlier_parent(search_id, experiment_id) if tuner.oracle.trials else None
+    parent = search_runs.find_parent(search_id, experiment_id, autologged=True) if tuner.oracle.trials else None
     active = mlflow.active_run()
     if parent is not None:
         run = mlflow.start_run(run_id=parent.info.run_id, nested=active is not None)
     else:
         tags = {runs.FAMILY_TAG: FAMILY, search_runs.SEARCH_TAG: search_id,
-                PROJECT_TAG: os.path.abspath(tuner.project_dir),
+                search_runs.PROJECT_TAG: os.path.abspath(tuner.project_dir),
                 **({runs.PARENT_TAG: active.info.run_id} if active is not None else {})}
         run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{type(tuner).__name__} {tuner.project_name}",
                                tags=tags, nested=active is not None)
