@@ -27,14 +27,12 @@ from mlflow_dl.fit.callback import MlflowCallback
 
 # -- the bridge: keras-tuner hooks -> child runs ----------------------------------
 class Bridge:
-    """What the tuner's hooks share while one trial runs: its child run and its callback."""
+    """What the tuner's hooks share while one trial runs: its child run and its callback. What a trial logs
+    and how it fits is the search's own: TuneBridge (`mlflow-dl tune`), user_search's (a user's search)."""
 
-    def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
-                 echo, model: str = "mlp", resumed: bool = False):
+    def __init__(self, parent_id: str, experiment_id: str, search_id: str, echo, resumed: bool = False):
         """`resumed`: the parent existed before this process, so a trial may have a child already."""
-        self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
-        self.base, self.space, self.ds, self.splits, self.echo, self.model = base, space, ds, splits, echo, model
-        self.spec_for = space_module.SPECS[model]
+        self.parent_id, self.experiment_id, self.search_id, self.echo = parent_id, experiment_id, search_id, echo
         self.child_id: str | None = None
         self.tracker: MlflowCallback | None = None
         self.resumed = resumed
@@ -43,29 +41,10 @@ class Bridge:
         # each trial this process ended, as children_table reads it from MLflow: the summary when
         # the server went away during the search (delivery/failover.py) and the children are in two stores
         self.ended: dict[str, tuple[dict, list[float]]] = {}
-        self.prune = None  # the search's PruneSpec (its Optuna study) when `tune` prunes: not with Hyperband
 
     @property
     def client(self) -> mlflow.MlflowClient:
         return mlflow.MlflowClient()  # the current tracking URI: the offline store once failed over
-
-    def build(self, hp) -> keras.Model:
-        spec = self.spec_for(self.base, space_module.declare(hp, self.space))
-        s = self.splits
-        if self.model == "recurrent":
-            from mlflow_dl.models.recurrent import build_recurrent
-
-            return build_recurrent(spec.model, spec.data.timesteps, len(s.preprocessing.columns), spec.fit.lr)
-        return build_mlp(spec.model, s.x_train.shape[1], s.preprocessing.task, s.n_classes, spec.fit.lr)
-
-    def trial_splits(self, values: dict):
-        """What one trial fits on: the MLP's arrays, or the windows of this trial's `timesteps`."""
-        if self.model != "recurrent":
-            return self.splits
-        from mlflow_dl.models.window_splits import window_splits
-
-        fit = self.base.fit
-        return window_splits(self.splits, int(values["timesteps"]), self.base.data.horizon, fit.batch_size, fit.seed)
 
     def begin(self, trial) -> None:
         values = trial.hyperparameters.values
@@ -82,12 +61,8 @@ class Bridge:
         self.log_trial(trial.trial_id, searched)
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
-        """The child's params: the trial's values as `hp.*`, and what the search shares."""
-        from mlflow_dl.training.trial import dataset_input
-
-        spec = self.spec_for(self.base, searched)
-        mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial_id})
-        runs.log_dataset(dataset_input(self.ds))
+        """The child's params, logged when its trial begins: each search's own."""
+        raise NotImplementedError
 
     def _forget_earlier_attempt(self, trial_id: str) -> None:
         """A trial keras-tuner runs again (resumed after a crash, retried) keeps one child: the last."""
@@ -97,44 +72,6 @@ class Bridge:
             if old.info.status == "RUNNING":
                 self.client.set_terminated(old.info.run_id, "KILLED")
             self.client.delete_run(old.info.run_id)
-
-    def fit(self, hp, model, *args, callbacks=(), **kwargs):
-        splits = self.trial_splits(hp.values)
-        window = splits.preprocessing.window
-        self.tracker = MlflowCallback(preprocessing=splits.preprocessing, restore_best_weights=True,
-                                      input_example=splits.raw_test.head(5 + window), family=FAMILY,
-                                      log_fit_params=False, log_datasets=False)  # begin() logs the spec's
-        from mlflow_dl.training.trial import comparability_tags
-
-        self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in
-                                                   comparability_tags(self.ds, splits, self.base, model).items()])
-        if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
-            mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
-            kwargs.pop("batch_size", None)
-            args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
-        pruning = None
-        if self.prune is not None:  # the same Optuna rule as the sweeps', reported to by this trial's fit
-            from mlflow_dl.training import prune_callback
-
-            pruning = prune_callback.start(self.prune, int(kwargs.get("epochs") or self.base.fit.epochs))
-        try:
-            with tf_runtime.own_fit():  # in the CLI's process; nothing in a user's
-                history = model.fit(*args, callbacks=[*callbacks, *([pruning] if pruning else []), self.tracker],
-                                    **kwargs)
-        except BaseException:
-            if pruning is not None:
-                prune_callback.finish(pruning, None, failed=True)
-            raise
-        finally:
-            self.tracker.release()
-        if pruning is not None:
-            if pruning.pruned_at is not None:
-                self.client.log_batch(self.child_id, tags=[
-                    RunTag(pruning_module.PRUNED_TAG, str(pruning.pruned_at)),
-                    RunTag(pruning_module.REASON_TAG, pruning.reason)])
-                self._tags[pruning_module.PRUNED_TAG] = str(pruning.pruned_at)
-            prune_callback.finish(pruning, self.tracker.summary().get("model_val_loss"))
-        return history
 
     def abort(self, error: BaseException) -> None:
         """Ctrl-C (or a crash) inside a trial: keras-tuner never calls on_trial_end, so end the child here."""
@@ -175,6 +112,82 @@ class Bridge:
         self.echo(f"{_run_name(trial.trial_id, trial.hyperparameters.values)}: {status.lower()}, model_val_loss={best:.4g}")
 
 
+class TuneBridge(Bridge):
+    """`mlflow-dl tune`'s trials: the model built from the search space, fitted on the search's data."""
+
+    def __init__(self, parent_id: str, experiment_id: str, search_id: str, base: TrialSpec, space: dict, ds, splits,
+                 echo, model: str = "mlp", resumed: bool = False):
+        super().__init__(parent_id, experiment_id, search_id, echo, resumed)
+        self.base, self.space, self.ds, self.splits, self.model = base, space, ds, splits, model
+        self.spec_for = space_module.SPECS[model]
+        self.prune = None  # the search's PruneSpec (its Optuna study) when `tune` prunes: not with Hyperband
+
+    def build(self, hp) -> keras.Model:
+        spec = self.spec_for(self.base, space_module.declare(hp, self.space))
+        s = self.splits
+        if self.model == "recurrent":
+            from mlflow_dl.models.recurrent import build_recurrent
+
+            return build_recurrent(spec.model, spec.data.timesteps, len(s.preprocessing.columns), spec.fit.lr)
+        return build_mlp(spec.model, s.x_train.shape[1], s.preprocessing.task, s.n_classes, spec.fit.lr)
+
+    def trial_splits(self, values: dict):
+        """What one trial fits on: the MLP's arrays, or the windows of this trial's `timesteps`."""
+        if self.model != "recurrent":
+            return self.splits
+        from mlflow_dl.models.window_splits import window_splits
+
+        fit = self.base.fit
+        return window_splits(self.splits, int(values["timesteps"]), self.base.data.horizon, fit.batch_size, fit.seed)
+
+    def log_trial(self, trial_id: str, searched: dict) -> None:
+        """The child's params: the trial's values as `hp.*`, and what the search shares."""
+        from mlflow_dl.training.trial import dataset_input
+
+        spec = self.spec_for(self.base, searched)
+        mlflow.log_params({**spec.params(), **{f"hp.{k}": v for k, v in searched.items()}, "trial": trial_id})
+        runs.log_dataset(dataset_input(self.ds))
+
+    def fit(self, hp, model, *args, callbacks=(), **kwargs):
+        """One trial's fit on its data: MlflowCallback (and the pruning rule's) after keras-tuner's callbacks."""
+        splits = self.trial_splits(hp.values)
+        window = splits.preprocessing.window
+        self.tracker = MlflowCallback(preprocessing=splits.preprocessing, restore_best_weights=True,
+                                      input_example=splits.raw_test.head(5 + window), family=FAMILY,
+                                      log_fit_params=False, log_datasets=False)  # begin() logs the spec's
+        from mlflow_dl.training.trial import comparability_tags
+
+        self.client.log_batch(self.child_id, tags=[RunTag(k, v) for k, v in
+                                                   comparability_tags(self.ds, splits, self.base, model).items()])
+        if self.model == "recurrent":  # batches of windows: x yields (window, target), batch size is theirs
+            mlflow.log_params(splits.scored)  # the same target rows for every timesteps: say which
+            kwargs.pop("batch_size", None)
+            args, kwargs["validation_data"] = (splits.x_train,), splits.x_val
+        pruning = None
+        if self.prune is not None:  # the same Optuna rule as the sweeps', reported to by this trial's fit
+            from mlflow_dl.training import prune_callback
+
+            pruning = prune_callback.start(self.prune, int(kwargs.get("epochs") or self.base.fit.epochs))
+        try:
+            with tf_runtime.own_fit():  # in the CLI's process; nothing in a user's
+                history = model.fit(*args, callbacks=[*callbacks, *([pruning] if pruning else []), self.tracker],
+                                    **kwargs)
+        except BaseException:
+            if pruning is not None:
+                prune_callback.finish(pruning, None, failed=True)
+            raise
+        finally:
+            self.tracker.release()
+        if pruning is not None:
+            if pruning.pruned_at is not None:
+                self.client.log_batch(self.child_id, tags=[
+                    RunTag(pruning_module.PRUNED_TAG, str(pruning.pruned_at)),
+                    RunTag(pruning_module.REASON_TAG, pruning.reason)])
+                self._tags[pruning_module.PRUNED_TAG] = str(pruning.pruned_at)
+            prune_callback.finish(pruning, self.tracker.summary().get("model_val_loss"))
+        return history
+
+
 def _run_name(trial_id: str, values: dict) -> str:
     """`trial 03 2x64 lr=0.00123 dropout=0.2`: what differs between trials."""
     parts = [f"trial {trial_id}"]
@@ -188,7 +201,7 @@ def _run_name(trial_id: str, values: dict) -> str:
 class SearchModel(kt.HyperModel):
     """build(hp) from the search space; fit() with MlflowCallback after the tuner's callbacks."""
 
-    def __init__(self, bridge: Bridge):
+    def __init__(self, bridge: TuneBridge):
         super().__init__(name="mlflow_dl_search")
         self.bridge = bridge
 

@@ -25,7 +25,7 @@ from mlflow_dl.sweeps import search_space as space_module
 from mlflow_dl.training import pruning as pruning_module
 from mlflow_dl.sweeps.search_plan import SearchPlan, distributed_role, plan_search  # noqa: F401 (distributed_role: API)
 from mlflow_dl.sweeps.search_runs import FAMILY, SEARCH_TAG, find_parent, summarize_search
-from mlflow_dl.sweeps.tuner_bridge import Bridge, SearchModel, TrialRuns
+from mlflow_dl.sweeps.tuner_bridge import SearchModel, TrialRuns, TuneBridge
 from mlflow_dl.delivery import failover, runs
 from mlflow_dl.fit import plots
 
@@ -106,8 +106,8 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
             oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
         except ImportError:
             pass
-        bridge = Bridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                        resumed=True)
+        bridge = TuneBridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                            resumed=True)
         bridge.prune = _pruning(prune, tuner, parent.info.run_id)
         return _search(bridge, role, tuner, max_trials, epochs, directory)
 
@@ -121,8 +121,8 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
         mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = Bridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                        resumed=parent is not None)
+        bridge = TuneBridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
+                            resumed=parent is not None)
         bridge.prune = _pruning(prune, tuner, run_id)
         if pruning_module.as_spec(prune) is not None:
             mlflow.set_tag("tune.prune", "keras-tuner Hyperband" if tuner == "hyperband"
@@ -183,7 +183,7 @@ def _finished_without_us(parent_id: str, grace: float = 60.0) -> bool:
 
 
 # -- the search and its summary ---------------------------------------------------------
-def _make_tuner(kind: str, bridge: Bridge, max_trials: int, epochs: int, seed: int, directory: str, project: str):
+def _make_tuner(kind: str, bridge: TuneBridge, max_trials: int, epochs: int, seed: int, directory: str, project: str):
     base = {"random": kt.RandomSearch, "grid": kt.GridSearch, "bayesian": kt.BayesianOptimization,
             "hyperband": kt.Hyperband}[kind]
     cls = type(f"Mlflow{base.__name__}", (TrialRuns, base), {"bridge": bridge})
@@ -196,7 +196,7 @@ def _make_tuner(kind: str, bridge: Bridge, max_trials: int, epochs: int, seed: i
     return cls(max_trials=max_trials, **common)
 
 
-def _search(bridge: Bridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
+def _search(bridge: TuneBridge, role: str, kind: str, max_trials: int, epochs: int, directory: str) -> TuneResult:
     """Run keras-tuner's search; the chief (or the only process) then summarises on the parent."""
     run_id, search_id, splits = bridge.parent_id, bridge.search_id, bridge.splits
     tuner = _make_tuner(kind, bridge, max_trials, epochs, bridge.base.data.seed, directory, search_id)
@@ -223,14 +223,14 @@ def _search(bridge: Bridge, role: str, kind: str, max_trials: int, epochs: int, 
     return TuneResult(run_id, search_id, role, table, best_run_id)
 
 
-def _ended_table(bridge: Bridge) -> tuple[pd.DataFrame, dict[str, dict]]:
+def _ended_table(bridge: TuneBridge) -> tuple[pd.DataFrame, dict[str, dict]]:
     """children_table of the trials this process ran, from what it kept of them (no server needed)."""
     ended = [bridge.ended[k] for k in sorted(bridge.ended)]
     return (pd.DataFrame([row for row, _ in ended]),
             {row["trial"]: {"val_loss": curve} for row, curve in ended})
 
 
-def _summarize(tuner, parent_id: str, experiment_id: str, bridge: Bridge) -> tuple[pd.DataFrame, str | None]:
+def _summarize(tuner, parent_id: str, experiment_id: str, bridge: TuneBridge) -> tuple[pd.DataFrame, str | None]:
     """The search's summary (summarize_search), then the best model on the test split."""
     from mlflow_dl.training.trial import test_metrics, test_outputs, test_plot
 

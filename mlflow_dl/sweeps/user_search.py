@@ -29,16 +29,13 @@ _patched: tuple | None = None  # (class that defines search, its own search)
 
 
 class _UserBridge(Bridge):
-    """The tune bridge without mlflow-dl's data: the user's search brings its own model and data."""
+    """A user's search: its own model and data; each execution's fit tracked, several a run each."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, executions: int,
                  callback_kwargs: dict, resumed: bool):
-        self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
-        self.executions, self.callback_kwargs, self.resumed = executions, callback_kwargs, resumed
-        self.echo = lambda _line: None  # keras-tuner prints its own progress
-        self.child_id, self.tracker = None, None
-        self._begun: set[str] = set()
-        self._tags, self.ended = {}, {}
+        # echo nothing: keras-tuner prints its own progress
+        super().__init__(parent_id, experiment_id, search_id, echo=lambda _line: None, resumed=resumed)
+        self.executions, self.callback_kwargs = executions, callback_kwargs
         self._runs: list[MlflowCallback] = []  # this trial's executions
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
