@@ -80,39 +80,35 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
                echo=print, prune=None) -> TuneResult:
     """Run a search `search_plan.plan_search` checked (and loaded the data of): the parent run, the trials."""
     pruning_module.as_spec(prune)  # a bad value fails before any run
-    data, tuner, model, space_map, search_id, role = (plan.data, plan.tuner, plan.model, plan.space_map,
-                                                      plan.search_id, plan.role)
-    max_trials, epochs, batch_size, fit, ds, splits = (plan.max_trials, plan.epochs, plan.batch_size, plan.fit,
-                                                       plan.ds, plan.splits)
-    base = TrialSpec(data=data, model=ModelSpec(), fit=fit)  # the model part is replaced per trial
+    base = TrialSpec(data=plan.data, model=ModelSpec(), fit=plan.fit)  # the model part is replaced per trial
     params = {**{k: v for k, v in base.params().items() if k.startswith("data.")},
-              "tune.tuner": tuner, "tune.model": model, "tune.epochs": str(epochs), "tune.search_id": search_id,
-              "tune.space": space_module.space_json(space_map), "fit.batch_size": str(batch_size)}
+              "tune.tuner": plan.tuner, "tune.model": plan.model, "tune.epochs": str(plan.epochs),
+              "tune.search_id": plan.search_id, "tune.space": space_module.space_json(plan.space_map),
+              "fit.batch_size": str(plan.batch_size)}
     experiment_id = runs.ensure_experiment(experiment)
-    parent = find_parent(search_id, experiment_id)
+    parent = find_parent(plan.search_id, experiment_id)
     if parent is not None:
-        _check_same_search(parent, params, search_id)
+        _check_same_search(parent, params, plan.search_id)
+    if plan.role == "worker":
+        return _join_as_worker(plan, base, experiment_id, directory, echo, prune)
+    return _run_parent(plan, base, params, parent, experiment, directory, echo, prune)
 
-    if role == "worker":
-        parent = _wait_for_parent(search_id, experiment_id)
-        if parent.info.status != "RUNNING":
-            echo(f"search {search_id} is already complete (parent run {parent.info.run_id}); nothing left to run")
-            return TuneResult(parent.info.run_id, search_id, role, pd.DataFrame(), None)
-        # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now. A private
-        # module: if it moved, keras-tuner's own hour stands (README, "Workarounds")
-        try:
-            from keras_tuner.src.distribute import oracle_client
 
-            oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
-        except ImportError:
-            pass
-        bridge = TuneBridge(parent.info.run_id, experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                            resumed=True)
-        bridge.prune = _pruning(prune, tuner, parent.info.run_id)
-        return _search(bridge, role, tuner, max_trials, epochs, directory)
+def _bridge(plan: SearchPlan, base: TrialSpec, parent_id: str, experiment_id: str, echo, resumed: bool,
+            prune) -> TuneBridge:
+    """The hooks' state for this process's trials, pruning by the search's study (not with Hyperband)."""
+    bridge = TuneBridge(parent_id, experiment_id, plan.search_id, base, plan.space_map, plan.ds, plan.splits, echo,
+                        plan.model, resumed=resumed)
+    bridge.prune = _pruning(prune, plan.tuner, parent_id)
+    return bridge
 
+
+def _run_parent(plan: SearchPlan, base: TrialSpec, params: dict, parent, experiment: str | None, directory: str,
+                echo, prune) -> TuneResult:
+    """The chief (or the only process): the search inside its parent run, opened or (resumed) reopened."""
+    search_id = plan.search_id
     run = (mlflow.start_run(run_id=parent.info.run_id) if parent is not None else
-           runs.start_run(FAMILY, run_name=f"tune {tuner} {search_id}", experiment=experiment,
+           runs.start_run(FAMILY, run_name=f"tune {plan.tuner} {search_id}", experiment=experiment,
                           tags={SEARCH_TAG: search_id}))
     run_id = run.info.run_id
     try:
@@ -120,14 +116,12 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
             mlflow.log_params(params)
         else:
             echo(f"resuming search {search_id} (parent run {run_id})")
-        mlflow.set_tag("tune.max_trials", str(max_trials))
-        bridge = TuneBridge(run_id, run.info.experiment_id, search_id, base, space_map, ds, splits, echo, model,
-                            resumed=parent is not None)
-        bridge.prune = _pruning(prune, tuner, run_id)
+        mlflow.set_tag("tune.max_trials", str(plan.max_trials))
+        bridge = _bridge(plan, base, run_id, run.info.experiment_id, echo, parent is not None, prune)
         if pruning_module.as_spec(prune) is not None:
-            mlflow.set_tag("tune.prune", "keras-tuner Hyperband" if tuner == "hyperband"
-                           else bridge.prune.describe(epochs))
-        result = _search(bridge, role, tuner, max_trials, epochs, directory)
+            mlflow.set_tag("tune.prune", "keras-tuner Hyperband" if plan.tuner == "hyperband"
+                           else bridge.prune.describe(plan.epochs))
+        result = _search(bridge, plan.role, plan.tuner, plan.max_trials, plan.epochs, directory)
     except BaseException as exc:
         runs.end_run(run_id, exc)
         raise
@@ -136,6 +130,25 @@ def run_search(plan: SearchPlan, experiment: str | None = None, directory: str =
 
 
 # -- a worker joining its chief -------------------------------------------------------
+def _join_as_worker(plan: SearchPlan, base: TrialSpec, experiment_id: str, directory: str, echo,
+                    prune) -> TuneResult:
+    """A keras-tuner worker: its trials under the chief's parent; nothing to run once the search is complete."""
+    parent = _wait_for_parent(plan.search_id, experiment_id)
+    if parent.info.status != "RUNNING":
+        echo(f"search {plan.search_id} is already complete (parent run {parent.info.run_id}); nothing left to run")
+        return TuneResult(parent.info.run_id, plan.search_id, plan.role, pd.DataFrame(), None)
+    # keras-tuner waits up to an hour for an oracle that is gone; the chief is up by now. A private
+    # module: if it moved, keras-tuner's own hour stands (README, "Workarounds")
+    try:
+        from keras_tuner.src.distribute import oracle_client
+
+        oracle_client.TIMEOUT = WORKER_WAIT_SECONDS
+    except ImportError:
+        pass
+    bridge = _bridge(plan, base, parent.info.run_id, experiment_id, echo, True, prune)
+    return _search(bridge, plan.role, plan.tuner, plan.max_trials, plan.epochs, directory)
+
+
 def _oracle_answers() -> bool:
     """Is anything listening at KERASTUNER_ORACLE_IP:PORT (a chief serving, or starting to)?"""
     address = (os.environ["KERASTUNER_ORACLE_IP"].strip("[]"), int(os.environ["KERASTUNER_ORACLE_PORT"]))
