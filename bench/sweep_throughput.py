@@ -65,11 +65,11 @@ def fit_loop(fits: int, epochs: int, ready_dir: str, together: int, threads: int
     have done their imports (each marks itself ready in `ready_dir`), so they fit at the same time."""
     os.environ.update(TF_CPP_MIN_LOG_LEVEL="2", MLFLOW_DL_GRAPPLER="off")
     from mlflow_dl.runtime import tf_runtime
-    from mlflow_dl.sweeps.executors import _share_cores
+    from mlflow_dl.sweeps.executors import share_cores
 
     tf_runtime.apply_grappler_choice()
     if threads:
-        _share_cores(threads)  # as a worker divides the cores
+        share_cores(threads)  # as a worker divides the cores
     import keras
 
     from mlflow_dl.config import DataSpec, ModelSpec

@@ -3,7 +3,7 @@
 Same search in both arms, one process each, interleaved: RandomSearch over the
 default MLP space on breast_cancer (same split, seed, trials and epochs).
   bare:      keras-tuner alone (its own checkpoints and state, nothing tracked)
-  mlflow-dl: `mlflow_dl.sweeps.tuner_bridge.tune` to a real `mlflow server` (SQLite) on loopback:
+  mlflow-dl: `mlflow_dl.sweeps.tuning.tune` to a real `mlflow server` (SQLite) on loopback:
              a child run per trial with curves, checkpoint, plots and servable model,
              then the parent's summary (results, best model on test, plots).
   autolog:   the bare arm's own search after `mlflow_dl.autolog()` (a user's search), to the same
@@ -83,7 +83,7 @@ def bridged(trials: int, epochs: int, uri: str) -> float:
     import mlflow
 
     from mlflow_dl.config import DataSpec
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     mlflow.set_tracking_uri(uri)
     with tempfile.TemporaryDirectory() as tmp:

@@ -102,7 +102,7 @@ def _tune(epochs: int, experiment: str | None, echo) -> dict:
     """A tiny keras-tuner random search on breast_cancer: 3 trials, each a child run of one parent."""
     import tempfile
 
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     title = "tune breast_cancer (keras-tuner random search, 3 trials)"
     with tempfile.TemporaryDirectory() as state:  # keras-tuner's own files; the runs hold the results

@@ -85,7 +85,7 @@ def test_prune_on_the_cli_and_bad_settings(tracking_store, capsys):
 
 def test_tune_prunes_by_the_same_rule(tmp_path, tracking_store):
     from mlflow_dl.config import DataSpec
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     (tmp_path / "space.yaml").write_text("layers: 1\nnodes: 8\nlr: [0.01, 0.003, 5.0]\ndropout: 0\nl1: 0\nl2: 0\n")
     result = tune(DataSpec(), tuner="grid", max_trials=3, epochs=4, space=str(tmp_path / "space.yaml"),

@@ -45,7 +45,7 @@ def _csv(run_id):
 @pytest.mark.parametrize("kind, trials, epochs", [("random", 2, 1), ("grid", 2, 1), ("bayesian", 2, 1),
                                                   ("hyperband", 4, 3)])
 def test_each_tuner_kind_logs_one_child_per_trial_and_a_summary(tiny, kind, trials, epochs):
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     data, space = tiny
     result = tune(data, tuner=kind, max_trials=trials, epochs=epochs, space=space, search_id=f"t-{kind}", echo=lambda _: None)
@@ -85,7 +85,7 @@ def test_each_tuner_kind_logs_one_child_per_trial_and_a_summary(tiny, kind, tria
 
 def test_a_resumed_search_adds_only_the_new_trials_and_promotes_its_best(tiny):
     from mlflow_dl.registry.promotion import promote
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     data, space = tiny
     first = tune(data, max_trials=2, epochs=1, space=space, search_id="again", echo=lambda _: None)
@@ -104,7 +104,7 @@ def test_a_resumed_search_adds_only_the_new_trials_and_promotes_its_best(tiny):
 
 
 def test_a_diverging_trial_ends_failed_with_its_keras_tuner_status(tiny, tmp_path):
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     (tmp_path / "huge_lr.yaml").write_text("layers: 2\nnodes: 64\nlr: 1.0e+12\ndropout: 0\nl1: 0\nl2: 0\n")
     result = tune(tiny[0], max_trials=2, epochs=2, space=str(tmp_path / "huge_lr.yaml"), search_id="nan",
@@ -128,7 +128,7 @@ def test_a_diverging_trial_ends_failed_with_its_keras_tuner_status(tiny, tmp_pat
     ("- 1\n- 2\n", "must map hyper-parameter names to ranges"),
 ])
 def test_bad_search_spaces_fail_before_anything_starts(tmp_path, tiny, text, message):
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -147,7 +147,8 @@ def test_cli_prints_one_line_and_exits_2_for_a_bad_space(tmp_path, tiny, capsys)
 
 
 def test_a_remote_oracle_is_refused_unless_allowed(tiny, monkeypatch):
-    from mlflow_dl.sweeps.tuner_bridge import distributed_role, tune
+    from mlflow_dl.sweeps.search_plan import distributed_role
+    from mlflow_dl.sweeps.tuning import tune
 
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "10.1.2.3")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
@@ -196,7 +197,7 @@ def test_a_chief_and_two_workers_log_every_trial_under_one_parent(tiny, mlflow_s
 
 
 def test_a_worker_that_starts_after_every_trial_is_done_exits_without_running_one(tiny, monkeypatch):
-    from mlflow_dl.sweeps import tuner_bridge as tuner_module
+    from mlflow_dl.sweeps import tuning as tuner_module
 
     first = tuner_module.tune(tiny[0], max_trials=1, epochs=1, space=tiny[1], search_id="late", echo=lambda _: None)
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
@@ -213,7 +214,7 @@ def test_a_worker_that_starts_after_every_trial_is_done_exits_without_running_on
 
 def test_a_recurrent_search_fits_each_trial_on_its_own_windows(tmp_path):
     from mlflow_dl.data.series import SeriesSpec
-    from mlflow_dl.sweeps.tuner_bridge import tune
+    from mlflow_dl.sweeps.tuning import tune
 
     (tmp_path / "rnn.yaml").write_text("cell: [rnn, lstm]\nunits: 4\ntimesteps: [2, 4]\n")
     result = tune(SeriesSpec("sunspots"), model="recurrent", max_trials=2, epochs=1, space=str(tmp_path / "rnn.yaml"),

@@ -232,7 +232,7 @@ def tune(tuner, model, date_column, max_trials, epochs, batch_size, space, searc
     plan = plan_search(data, tuner=tuner, model=model, max_trials=max_trials, epochs=epochs, space=space or None,
                        search_id=search_id or None, batch_size=batch_size, allow_remote_oracle=allow_remote_oracle)
     quiet_tensorflow()
-    from mlflow_dl.sweeps.tuner_bridge import run_search  # keras-tuner, TensorFlow: once the search is usable
+    from mlflow_dl.sweeps.tuning import run_search  # keras-tuner, TensorFlow: once the search is usable
 
     result = run_search(plan, experiment=kw["experiment"], directory=directory, echo=click.echo, prune=prune)
     click.echo(f"search {result.search_id} ({result.role}): parent run {result.parent_run_id}, "

@@ -42,7 +42,7 @@ def inline(trials, ds, splits, family, parent_run_id, on_result):
     return results
 
 
-def _share_cores(threads: int) -> None:
+def share_cores(threads: int) -> None:
     """This process's TensorFlow on `threads` cores, so processes side by side do not oversubscribe."""
     import tensorflow as tf
 
@@ -59,7 +59,7 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     quiet.own_process()
     import mlflow
 
-    _share_cores(threads)
+    share_cores(threads)
     mlflow.set_tracking_uri(tracking_uri)
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
@@ -171,7 +171,7 @@ def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
         pool.submit(_ready)
     if process.owned():
         try:
-            _share_cores(threads)
+            share_cores(threads)
         except RuntimeError:  # TensorFlow has run in this process already: its threads stay
             pass
     return pool

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -70,6 +71,21 @@ def _warn_sqlite_workers(workers: int) -> None:
               "for parallel sweeps use a tracking server backed by PostgreSQL", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A checked sweep: the family, its trials and the data they share, and how they run."""
+
+    module: Any  # the family's module
+    family: str
+    base: TrialSpec
+    trials: list
+    ds: Any
+    splits: Any
+    executor: str
+    workers: int
+    prune: Any  # the PruneSpec, or None; bound to the parent's study once the parent starts
+
+
 def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, fit: FitSpec | None = None,
           workers: int = 1, experiment: str | None = None, progress: bool = True, echo=None,
           executor: str | None = None, ray_address: str = "auto", prune=None, linked=None,
@@ -87,10 +103,45 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
     from mlflow_dl.training import pruning
 
     from mlflow_dl.runtime import heap
+
+    plan = _plan(family, data, model, fit, workers, executor, prune, grid)
+    import mlflow  # MLflow (and below, TensorFlow): only once the grid and the data are known to be usable
+
+    from mlflow_dl.delivery import runs
+
+    _warn_sqlite_workers(workers)
+    pool = _start_executor(plan, ray_address)
+    try:
+        # the heap frozen from the parent's start to its end, trials and summary alike: let go any earlier,
+        # the next full collection scans all that TensorFlow loaded inside the parent run
+        with heap.frozen(), runs.tracked_run(plan.family, run_name=f"{plan.family} sweep",
+                                             experiment=experiment) as parent:
+            parent_id = parent.info.run_id
+            if plan.prune is not None:  # the study every trial's process reports to
+                prune = pruning.start_study(plan.prune, mlflow.get_tracking_uri(), parent_id)
+                plan = replace(plan, prune=prune, trials=[replace(t, prune=prune) for t in plan.trials])
+            _log_parent_params(plan, linked, grid)
+            heap.take_in()  # the store's first connection: not garbage, and not the trials' to scan
+            bar = Progress(len(plan.trials), echo=echo) if progress else None
+            results, interrupted = _run_trials(plan, pool, parent_id, bar)
+            table, best_run_id = _summarize(plan, parent_id, results, linked)
+            if interrupted is not None:
+                raise interrupted
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)  # a no-op once processes() shut it; else the workers go
+    return SweepResult(parent_run_id=parent_id, table=table, best_run_id=best_run_id)
+
+
+def _plan(module, data, model, fit, workers: int, executor: str | None, prune, grid: dict) -> _Plan:
+    """The sweep checked before any run: its executor, its PruneSpec, its trials from the grid, the data loaded
+    and split once. A bad value is a ConfigError (or the data's DataError)."""
+    from mlflow_dl.training import pruning
+
     from mlflow_dl.data.datasets import load_dataset
     from mlflow_dl.data.split import split_and_scale
 
-    module, family = family, family.__name__.rpartition(".")[2]
+    family = module.__name__.rpartition(".")[2]
     if workers < 1:
         raise ConfigError(f"workers={workers!r} is invalid; expected an integer >= 1")
     executor = executor or ("inline" if workers == 1 else "processes")
@@ -111,93 +162,117 @@ def sweep(family, data: DataSpec | None = None, model: ModelSpec | None = None, 
         splits = split_and_scale(ds, base.data)
     if hasattr(module, "bind"):  # trials that depend on the data (columns, row count) are checked here
         trials = module.bind(trials, ds, splits)
-    import mlflow  # MLflow (and below, TensorFlow): only once the grid and the data are known to be usable
+    return _Plan(module, family, base, trials, ds, splits, executor, workers, prune)
 
-    from mlflow_dl.sweeps import compare, executors
-    from mlflow_dl.delivery import failover, runs
 
-    _warn_sqlite_workers(workers)
+def _start_executor(plan: _Plan, ray_address: str):
+    """Connect to Ray or start the worker processes (returned, for sweep to shut down); this process imports
+    TensorFlow now when it runs trials too, before the parent run: not the sweep's own time."""
+    from mlflow_dl.sweeps import executors
+
     pool = None
-    if executor == "ray":
+    if plan.executor == "ray":
         executors.connect_ray(ray_address)
-    elif executor == "processes":
-        pool = executors.start_workers(base.data, module.__name__, workers)
-    if executor != "ray":  # this process runs trials too: tensorflow before the parent run, not the sweep's own time
+    elif plan.executor == "processes":
+        pool = executors.start_workers(plan.base.data, plan.module.__name__, plan.workers)
+    if plan.executor != "ray":
         importlib.import_module("mlflow_dl.training.trial")
+    return pool
+
+
+def _log_parent_params(plan: _Plan, linked, grid: dict) -> None:
+    """The parent's tags (a refinement's links) and params: what the trials share, and the sweep's settings."""
+    import mlflow
+
+    if linked is not None:
+        mlflow.set_tags(linked.tags)
+    base = plan.base
+    shared = plan.module.parent_params(base) if hasattr(plan.module, "parent_params") else base.params()
+    mlflow.log_params({**shared, "sweep.family": plan.family, "sweep.n_trials": len(plan.trials),
+                       "sweep.workers": plan.workers, "sweep.executor": plan.executor,
+                       "sweep.prune": plan.prune.describe(base.fit.epochs) if plan.prune else "off",
+                       **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
+
+
+def _run_trials(plan: _Plan, pool, parent_id: str, bar: Progress | None) -> tuple[list, KeyboardInterrupt | None]:
+    """Every trial as a child of `parent_id`: the results in trial order (None for a trial that never ended),
+    and the Ctrl-C that stopped them, if any (sweep still summarises what finished, then raises it)."""
+    from mlflow_dl.sweeps import executors
+
+    trials, name = plan.trials, plan.module.__name__
+    results: list = [None] * len(trials)
+
+    def on_result(i, result):
+        results[i] = result
+        if bar:
+            bar.update(trials[i].name, result)
+
     try:
-        # the heap frozen from the parent's start to its end, trials and summary alike: let go any earlier,
-        # the next full collection scans all that TensorFlow loaded inside the parent run
-        with heap.frozen(), runs.tracked_run(family, run_name=f"{family} sweep", experiment=experiment) as parent:
-            parent_id = parent.info.run_id
-            if prune is not None:  # the study every trial's process reports to
-                prune = pruning.start_study(prune, mlflow.get_tracking_uri(), parent_id)
-                trials = [replace(t, prune=prune) for t in trials]
-            if linked is not None:
-                mlflow.set_tags(linked.tags)
-            shared = module.parent_params(base) if hasattr(module, "parent_params") else base.params()
-            mlflow.log_params({**shared, "sweep.family": family, "sweep.n_trials": len(trials), "sweep.workers": workers, "sweep.executor": executor,
-                               "sweep.prune": prune.describe(base.fit.epochs) if prune else "off",
-                               **{f"sweep.{k}": str(v) for k, v in grid.items() if v is not None}})
-            heap.take_in()  # the store's first connection: not garbage, and not the trials' to scan
-            results: list = [None] * len(trials)
-            bar = Progress(len(trials), echo=echo) if progress else None
+        if plan.executor == "ray":
+            executors.ray(trials, plan.base.data, name, parent_id, on_result)
+        elif plan.executor == "inline":
+            executors.inline(trials, plan.ds, plan.splits, name, parent_id, on_result)
+        else:
+            executors.processes(pool, plan.workers, trials, plan.ds, plan.splits, name, parent_id, on_result)
+    except KeyboardInterrupt as exc:
+        return results, exc
+    return results, None
 
-            def on_result(i, result):
-                results[i] = result
-                if bar:
-                    bar.update(trials[i].name, result)
 
-            interrupted = None
-            try:
-                if executor == "ray":
-                    executors.ray(trials, base.data, module.__name__, parent_id, on_result)
-                elif executor == "inline":
-                    executors.inline(trials, ds, splits, module.__name__, parent_id, on_result)
-                else:
-                    executors.processes(pool, workers, trials, ds, splits, module.__name__, parent_id, on_result)
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-            failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too
-            done = [(t, r) for t, r in zip(trials, results) if r is not None]
-            table = compare.results_table([t for t, _ in done], [r for _, r in done])
-            histories = {t.name: r.history for t, r in done}
-            epochs = [int(n) for n in table["epochs_trained"]] if len(table) else []
-            pruned = [p == p for p in table["pruned_at_epoch"]] if len(table) else []  # NaN: not pruned
-            mlflow.log_metrics({"epochs_trained": sum(epochs), "n_pruned": sum(pruned), "epochs_full_grid":
-                                pruning.full_grid_epochs(epochs, pruned, [t.spec.fit.epochs for t, _ in done])})
-            counts = {"n_trials": len(trials), "n_finished": int((table["status"] == "FINISHED").sum()) if len(table) else 0,
-                      "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0}  # this sweep's own
-            if linked is not None:  # the coarse sweep's trials, linked (not retrained), before the new ones
-                table = linked.join(table)
-                histories = {**linked.histories, **histories}
-            finished = table[table["status"] == "FINISHED"] if len(table) else table
-            best_run_id = None
-            if len(finished) and (best := compare.best_row(finished)) is not None:
-                best_run_id = best["run_id"]
-                mlflow.set_tag("best_run_id", best_run_id)
-            mlflow.log_metrics(counts)
-            if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
-                table = module.rank_table(table, ds, splits, trials)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "results.csv")
-                table.to_csv(path, index=False)
-                mlflow.log_artifact(path)
-            if len(finished):
-                from mlflow_dl.fit import plots  # matplotlib: after the workers' start, not before it
+def _summarize(plan: _Plan, parent_id: str, results: list, linked) -> tuple[pd.DataFrame, str | None]:
+    """On the parent: epochs and counts, `best_run_id`, results.csv, the comparison figures and the family's own
+    pictures. Returns the table (a refinement's coarse trials in it) and the best child's run id."""
+    import mlflow
 
-                figures, knee_value = compare.comparison_figures(table, histories, module.AXIS)
-                for artifact, fig in figures.items():
-                    mlflow.log_figure(fig, artifact)
-                    plots.close(fig)
-                if knee_value is not None:
-                    mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
-                if hasattr(module, "log_comparison"):  # a family's own comparisons (one per swept key)
-                    module.log_comparison(table, histories)
-            if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
-                module.log_parent(ds, splits, trials)
-            if interrupted is not None:
-                raise interrupted
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)  # a no-op once processes() shut it; else the workers go
-    return SweepResult(parent_run_id=parent_id, table=table, best_run_id=best_run_id)
+    from mlflow_dl.training import pruning
+    from mlflow_dl.sweeps import compare
+    from mlflow_dl.delivery import failover
+
+    module, trials = plan.module, plan.trials
+    failover.follow(parent_id)  # the server went away during the trials: the summary goes offline too
+    done = [(t, r) for t, r in zip(trials, results) if r is not None]
+    table = compare.results_table([t for t, _ in done], [r for _, r in done])
+    histories = {t.name: r.history for t, r in done}
+    epochs = [int(n) for n in table["epochs_trained"]] if len(table) else []
+    pruned = [p == p for p in table["pruned_at_epoch"]] if len(table) else []  # NaN: not pruned
+    mlflow.log_metrics({"epochs_trained": sum(epochs), "n_pruned": sum(pruned), "epochs_full_grid":
+                        pruning.full_grid_epochs(epochs, pruned, [t.spec.fit.epochs for t, _ in done])})
+    counts = {"n_trials": len(trials), "n_finished": int((table["status"] == "FINISHED").sum()) if len(table) else 0,
+              "n_failed": int((table["status"] == "FAILED").sum()) if len(table) else 0}  # this sweep's own
+    if linked is not None:  # the coarse sweep's trials, linked (not retrained), before the new ones
+        table = linked.join(table)
+        histories = {**linked.histories, **histories}
+    finished = table[table["status"] == "FINISHED"] if len(table) else table
+    best_run_id = None
+    if len(finished) and (best := compare.best_row(finished)) is not None:
+        best_run_id = best["run_id"]
+        mlflow.set_tag("best_run_id", best_run_id)
+    mlflow.log_metrics(counts)
+    if hasattr(module, "rank_table"):  # a family's own rows beside the trials (baselines), ranked
+        table = module.rank_table(table, plan.ds, plan.splits, trials)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "results.csv")
+        table.to_csv(path, index=False)
+        mlflow.log_artifact(path)
+    if len(finished):
+        _log_figures(module, table, histories)
+    if hasattr(module, "log_parent"):  # a family's own pictures of the data (scree, t-SNE)
+        module.log_parent(plan.ds, plan.splits, trials)
+    return table, best_run_id
+
+
+def _log_figures(module, table: pd.DataFrame, histories: dict) -> None:
+    """The comparison figures and the knee on the parent, then the family's own comparisons."""
+    import mlflow
+
+    from mlflow_dl.sweeps import compare
+    from mlflow_dl.fit import plots  # matplotlib: after the workers' start, not before it
+
+    figures, knee_value = compare.comparison_figures(table, histories, module.AXIS)
+    for artifact, fig in figures.items():
+        mlflow.log_figure(fig, artifact)
+        plots.close(fig)
+    if knee_value is not None:
+        mlflow.log_metric(f"knee_{module.AXIS.key}", knee_value)
+    if hasattr(module, "log_comparison"):  # a family's own comparisons (one per swept key)
+        module.log_comparison(table, histories)

@@ -2,7 +2,7 @@
 
 `plan_search` takes everything the user gives `tune` (data, tuner, space, trials, the distributed-mode
 variables, the search id) and fails on the first bad value with a ConfigError or DataError; the data is
-loaded and split once, here. sweeps/tuner_bridge.py runs the plan.
+loaded and split once, here. sweeps/tuning.py runs the plan.
 """
 
 from __future__ import annotations

@@ -18,28 +18,24 @@ import keras_tuner as kt
 import mlflow
 import numpy as np
 
-from mlflow_dl.sweeps import tuner_bridge as bridge_module
+from mlflow_dl.sweeps import search_runs
+from mlflow_dl.sweeps.tuner_bridge import Bridge, TrialRuns
 from mlflow_dl.delivery import experiments, runs
 from mlflow_dl.fit.callback import MlflowCallback
 
-FAMILY = bridge_module.FAMILY
-EXECUTION_TAG = "tuner/execution"
-PROJECT_TAG = "tuner/project_dir"
+FAMILY = search_runs.FAMILY
 
 _patched: tuple | None = None  # (class that defines search, its own search)
 
 
-class _UserBridge(bridge_module._Bridge):
-    """The tune bridge without mlflow-dl's data: the user's search brings its own model and data."""
+class _UserBridge(Bridge):
+    """A user's search: its own model and data; each execution's fit tracked, several a run each."""
 
     def __init__(self, parent_id: str, experiment_id: str, search_id: str, executions: int,
                  callback_kwargs: dict, resumed: bool):
-        self.parent_id, self.experiment_id, self.search_id = parent_id, experiment_id, search_id
-        self.executions, self.callback_kwargs, self.resumed = executions, callback_kwargs, resumed
-        self.echo = lambda _line: None  # keras-tuner prints its own progress
-        self.child_id, self.tracker = None, None
-        self._begun: set[str] = set()
-        self._tags, self.ended = {}, {}
+        # echo nothing: keras-tuner prints its own progress
+        super().__init__(parent_id, experiment_id, search_id, echo=lambda _line: None, resumed=resumed)
+        self.executions, self.callback_kwargs = executions, callback_kwargs
         self._runs: list[MlflowCallback] = []  # this trial's executions
 
     def log_trial(self, trial_id: str, searched: dict) -> None:
@@ -60,7 +56,7 @@ class _UserBridge(bridge_module._Bridge):
             n = len(self._runs)
             execution = runs.start_run(FAMILY, run_name=f"trial {trial.trial_id} execution {n}",
                                        parent_run_id=self.child_id, parent_experiment_id=self.experiment_id,
-                                       tags={bridge_module.SEARCH_TAG: self.search_id, EXECUTION_TAG: str(n)})
+                                       tags={search_runs.SEARCH_TAG: self.search_id, search_runs.EXECUTION_TAG: str(n)})
         self._runs.append(tracker)
         try:
             result = build_and_fit(trial, *args, **kwargs)
@@ -97,7 +93,7 @@ class _UserBridge(bridge_module._Bridge):
                 mlflow.log_metric(key, float(np.mean(values)))
 
 
-class _UserTrialRuns(bridge_module._TrialRuns):
+class _UserTrialRuns(TrialRuns):
     """The tune mixin, plus the fit of each execution."""
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
@@ -119,15 +115,6 @@ def _experiment_id() -> str:
     return experiments.ensure(os.environ.get("MLFLOW_EXPERIMENT_NAME"))
 
 
-def _earlier_parent(search_id: str, experiment_id: str):
-    found = mlflow.MlflowClient().search_runs(
-        [experiment_id], max_results=20,
-        filter_string=f"tags.`{bridge_module.SEARCH_TAG}` = '{search_id}' and tags.`{runs.FAMILY_TAG}` = '{FAMILY}'")
-    parents = [r for r in found if bridge_module.TRIAL_TAG not in r.data.tags and EXECUTION_TAG not in r.data.tags
-               and PROJECT_TAG in r.data.tags]
-    return min(parents, key=lambda r: r.info.start_time) if parents else None
-
-
 def _parent_params(tuner) -> dict:
     oracle = tuner.oracle
     objective = getattr(oracle.objective, "name", str(oracle.objective))
@@ -146,13 +133,13 @@ def tracked_search(tuner, search, args, kwargs, callback_kwargs: dict):
     """
     search_id = _search_id(tuner)
     experiment_id = _experiment_id()
-    parent = _earlier_parent(search_id, experiment_id) if tuner.oracle.trials else None
+    parent = search_runs.find_parent(search_id, experiment_id, autologged=True) if tuner.oracle.trials else None
     active = mlflow.active_run()
     if parent is not None:
         run = mlflow.start_run(run_id=parent.info.run_id, nested=active is not None)
     else:
-        tags = {runs.FAMILY_TAG: FAMILY, bridge_module.SEARCH_TAG: search_id,
-                PROJECT_TAG: os.path.abspath(tuner.project_dir),
+        tags = {runs.FAMILY_TAG: FAMILY, search_runs.SEARCH_TAG: search_id,
+                search_runs.PROJECT_TAG: os.path.abspath(tuner.project_dir),
                 **({runs.PARENT_TAG: active.info.run_id} if active is not None else {})}
         run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{type(tuner).__name__} {tuner.project_name}",
                                tags=tags, nested=active is not None)
@@ -168,7 +155,7 @@ def tracked_search(tuner, search, args, kwargs, callback_kwargs: dict):
             result = search(tuner, *args, **kwargs)
         finally:
             tuner.__class__ = own_class
-        bridge_module.summarize_search(tuner, parent_id, experiment_id)
+        search_runs.summarize_search(tuner, parent_id, experiment_id)
     except BaseException as exc:
         bridge.abort(exc)
         runs.end_run(parent_id, exc)
@@ -181,7 +168,7 @@ def _tracks(tuner) -> bool:
     """A user's Keras tuner, in one process: not `mlflow-dl tune`'s own (it tracks itself), nor a
     keras-tuner distributed chief/worker (their trials are in other processes: `mlflow-dl tune`), which
     keras-tuner's documented KERASTUNER_ORACLE_IP variable announces."""
-    return (isinstance(tuner, kt.Tuner) and not isinstance(tuner, bridge_module._TrialRuns)
+    return (isinstance(tuner, kt.Tuner) and not isinstance(tuner, TrialRuns)
             and "KERASTUNER_ORACLE_IP" not in os.environ)
 
 

@@ -246,16 +246,18 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                 metrics.update(after_fit(model, splits) if after_fit is not None else {})
                 after = {k: v for k, v in metrics.items() if k not in summary}
                 path, fig = test_plot(splits, raw)
+                lost = False
                 try:
                     mlflow.log_metrics(after)
                     mlflow.log_figure(fig, path)
                 except Exception as exc:
                     if not uris.connection_lost(exc):
                         raise
-                    tracker.journal_after_fit(after, fig, path)  # the server went away during the fit
+                    lost = True  # the server went away during the fit: no use waiting for it below
+                    tracker.journal_after_fit(after, fig, path)
                 finally:
                     plots.close(fig)
-                if not tracker.delivered() and uris.reachable(mlflow.get_tracking_uri()):
+                if not lost and not tracker.delivered() and uris.reachable(mlflow.get_tracking_uri()):
                     raise TrainingError("the tracking server stopped taking this run's metrics; they wait in the "
                                         "journal for `mlflow-dl sync`")
         except Exception as exc:
