@@ -119,6 +119,23 @@ def test_a_diverging_trial_ends_failed_with_its_keras_tuner_status(tiny, tmp_pat
     assert parent.data.metrics["n_failed"] == 1 and result.best_run_id is None
 
 
+def test_a_search_with_more_trials_than_a_page_still_finds_its_parent():
+    """Its trials carry the search's tags too and are newer than the parent: a search of 25 trials
+    resumed must continue its parent, not open a second one."""
+    from mlflow_dl.sweeps.search_runs import FAMILY, SEARCH_TAG, TRIAL_TAG, find_parent
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("many-trials")
+    tags = {SEARCH_TAG: "big", "mlflow_dl.family": FAMILY}
+    parent = client.create_run(experiment_id, tags=tags, start_time=1_000)
+    for trial in range(25):
+        client.create_run(experiment_id, start_time=2_000 + trial,
+                          tags={**tags, TRIAL_TAG: f"{trial:02d}", "mlflow.parentRunId": parent.info.run_id})
+    assert find_parent("big", experiment_id).info.run_id == parent.info.run_id
+    assert find_parent("big", experiment_id, autologged=True) is None  # a user's search names its project
+    assert find_parent("other", experiment_id) is None
+
+
 @pytest.mark.parametrize("text, message", [
     ("units: [8]\n", "unknown key 'units'"),
     ("nodes: []\n", "nodes=[] is invalid; expected a non-empty list"),

@@ -36,12 +36,13 @@ def find_parent(search_id: str, experiment_id: str, autologged: bool = False):
     """The parent run of a search, found by its tag (None if the search is new): the earliest run tagged with
     the search id that is no trial's or execution's run. `autologged`: a user's search under autolog, whose
     parent names its project folder (and may be nested in the user's run); else one of `mlflow-dl tune`."""
-    found = mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`{SEARCH_TAG}` = '{search_id}' and tags.`{runs.FAMILY_TAG}` = '{FAMILY}'",
-        max_results=20)
-    parents = [r for r in found if TRIAL_TAG not in r.data.tags and EXECUTION_TAG not in r.data.tags
-               and (PROJECT_TAG in r.data.tags) == autologged]
-    return min(parents, key=lambda r: r.info.start_time) if parents else None
+    where = [f"tags.`{SEARCH_TAG}` = '{search_id}'", f"tags.`{runs.FAMILY_TAG}` = '{FAMILY}'",
+             f"tags.`{TRIAL_TAG}` IS NULL", f"tags.`{EXECUTION_TAG}` IS NULL",
+             f"tags.`{PROJECT_TAG}` IS {'NOT ' if autologged else ''}NULL"]
+    # asked of the server, earliest first: the trials share the search's tags and far outnumber the parent
+    found = mlflow.MlflowClient().search_runs([experiment_id], filter_string=" and ".join(where),
+                                              order_by=["attributes.start_time ASC"], max_results=1)
+    return found[0] if found else None
 
 
 # -- the parent's summary ---------------------------------------------------------
