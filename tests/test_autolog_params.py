@@ -1,6 +1,8 @@
 """What a user's own fit logs as params and datasets: the lecture's notebook cells under
 `mlflow_dl.autolog()` and with MlflowCallback by hand, against what stock `mlflow.keras.autolog()` logs."""
 
+import hashlib
+
 import keras
 import mlflow
 import numpy as np
@@ -42,6 +44,24 @@ def lecture_fit(model, tmp_path, **kwargs):
     x, y = lecture_data()
     return model.fit(x, y, validation_split=0.25, epochs=2, batch_size=16, verbose=0,
                      callbacks=lecture_callbacks(tmp_path), **kwargs)
+
+
+def blake2b_digest(x, y) -> str:
+    """The digest fit_datasets documents, written out with hashlib alone: blake2b of 8 bytes (16 hex digits)
+    over x then y, each after its place in (x, y): an array's shape and dtype then all its raw bytes; a
+    DataFrame's (a Series as a one-column frame) column names, dtypes and shape, then each column's raw bytes."""
+    h = hashlib.blake2b(digest_size=8)
+    for place, part in (("/0", x), ("/1", y)):
+        h.update(place.encode())
+        part = part.to_frame() if isinstance(part, pd.Series) else part
+        if isinstance(part, pd.DataFrame):
+            h.update(repr(([str(c) for c in part.columns], [str(t) for t in part.dtypes], part.shape)).encode())
+            for column in part.columns:
+                h.update(part[column].to_numpy().tobytes())
+        else:
+            h.update(repr((part.shape, str(part.dtype))).encode())
+            h.update(part.tobytes())
+    return h.hexdigest()
 
 
 @pytest.fixture
@@ -113,6 +133,35 @@ def test_the_lecture_cell_under_autolog_shows_every_knob_and_at_least_what_stock
     assert ours.data.tags["mlflow_dl.data_digest"] == data["training"][1]
     assert ours.data.tags["mlflow_dl.validation_digest"] == data["validation"][1]
     assert set(inputs_of(stock)) == {"train"}  # stock: the whole x, without the validation part
+    x, y = lecture_data()
+    assert data["training"][1] == blake2b_digest(x[:48], y[:48])  # validation_split=0.25 of 64 rows: the last 16
+    assert data["validation"][1] == blake2b_digest(x[48:], y[48:])
+
+
+def test_the_logged_digests_follow_the_values_and_the_roles(autologged):
+    """What the runs show across fits: the same values (other array objects) the same datasets and key; one
+    changed training value another training digest, the validation one kept; training and validation swapped
+    the digests swapped and another comparability key."""
+    x, y = lecture_data()
+    xv, yv = lecture_data(rows=16, seed=1)
+
+    def fit(train, validation):
+        lecture_model().fit(*train, validation_data=validation, epochs=1, batch_size=16, verbose=0)
+        run = mlflow.last_active_run()
+        return inputs_of(run), run.data.tags["mlflow_dl.comparability_key"]
+
+    base, base_key = fit((x, y), (xv, yv))
+    assert base == {"training": ("training", blake2b_digest(x, y)),
+                    "validation": ("validation", blake2b_digest(xv, yv))}
+    assert fit((x.copy(), y.copy()), (xv.copy(), yv.copy())) == (base, base_key)
+    changed = x.copy()
+    changed[-1, -1] += 1.0  # the last value of the training rows
+    edited, edited_key = fit((changed, y), (xv, yv))
+    assert edited["training"] != base["training"] and edited["validation"] == base["validation"]
+    assert edited_key != base_key
+    swapped, swapped_key = fit((xv, yv), (x, y))
+    assert swapped["training"][1] == base["validation"][1] and swapped["validation"][1] == base["training"][1]
+    assert swapped_key != base_key
 
 
 def test_a_second_fit_in_one_run_gets_a_nested_run_and_the_same_arrays_one_dataset(autologged, tmp_path):
@@ -154,7 +203,8 @@ def test_callback_by_hand_reads_fit_from_keras_and_logs_a_pandas_frame(tmp_path)
     assert set(data) == {"training", "validation"}
     (training,) = [d.dataset for d in run.inputs.dataset_inputs if d.dataset.name == "training"]
     assert '"label"' in training.schema and '"c0"' in training.schema  # the frame's columns and the target
-    assert data["training"][1] == fit_datasets.digest((frame[:48], target[:48]))
+    assert data["training"][1] == blake2b_digest(frame[:48], target[:48])
+    assert data["validation"][1] == blake2b_digest(frame[48:], target[48:])
 
 
 def test_a_custom_training_loop_logs_what_the_callback_can_see(tmp_path):
