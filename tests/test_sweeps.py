@@ -85,7 +85,7 @@ def test_capacity_knee_is_found_and_logged(tracking_store):
     losses = [k.data.metrics["best_val_loss"] for k in kids]
     elbow = KneeLocator(np.log10(params), losses, curve="convex", direction="decreasing").knee
     assert elbow is not None and params[0] < 10 ** elbow < params[-1], (params, losses)  # the premise: an inner elbow
-    assert parent.data.metrics["knee_total_params"] == pytest.approx(10 ** elbow), (params, losses)
+    assert parent.data.metrics["knee_total_params"] == round(10 ** elbow), (params, losses)  # a tried capacity
 
 
 def test_knee_is_the_elbow_of_a_known_curve():

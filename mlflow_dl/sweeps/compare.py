@@ -99,7 +99,8 @@ def comparison_figures(table: pd.DataFrame, histories: dict[str, dict], axis: Ax
         if axis.knee:
             k = knee(_x(curve, axis), curve["best_val_loss"], axis.knee)
             if k is not None:
-                knee_value = 10 ** k if axis.log else k
+                # the swept value at the elbow, exactly (10**log10(65) would log 64.99999999999999)
+                knee_value = float(curve[axis.key].astype(float).iloc[int(np.argmin(np.abs(_x(curve, axis) - k)))])
                 ax.axvline(knee_value, color="red", linestyle="--", label=f"knee {knee_value:.3g}")
         ax.set_xlabel(axis.label)
     else:
