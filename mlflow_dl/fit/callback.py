@@ -89,7 +89,6 @@ class MlflowCallback(keras.callbacks.Callback):
         self._datasets: Future | None = None  # the datasets being logged
         self.run_id: str | None = None
         self.model_info = None
-        self.server_away = False  # the end of fit found the tracking server away (its records wait in the journal)
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._signals = SignalStop()
         self.record: FitEpochs | None = None  # this fit's epochs and its best one, from on_train_begin
@@ -251,9 +250,10 @@ class MlflowCallback(keras.callbacks.Callback):
         return self.record.divergence() if self.record else None
 
     def delivered(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
-        """Wait until every record of this fit is on the server (an owner that ends the run itself calls this
-        first); not long once the fit's end found the server away. True at once when fit never began."""
-        return self._logger is None or self._logger.flush(timeout=FLUSH_TIMEOUT if self.server_away else timeout)
+        """Wait until every record of this fit is on the server: an owner that ends the run
+        itself calls this first, so no run ends while its metrics are still queued.
+        True at once when fit never began (nothing was queued)."""
+        return self._logger is None or self._logger.flush(timeout=timeout)
 
     def journal_after_fit(self, metrics: dict[str, float], fig, artifact_file: str) -> None:
         """What the run's owner logs after fit (test metrics, a figure), through this fit's journal:
@@ -359,9 +359,12 @@ class MlflowCallback(keras.callbacks.Callback):
         logger.journal.close()
 
     def _end_through_journal(self, curves: str | None, checkpoint: str | None) -> None:
-        """The server is away: curves, checkpoint and the run's end go to the journal. The pyfunc model needs
-        the server (it is logged with the run's model id): skipped, with a tag; the checkpoint holds the weights."""
-        logger, self.server_away = self._logger, True
+        """The server is away: curves, checkpoint and the run's end go to the journal.
+
+        The pyfunc model needs the server (it is logged with the run's model id), so it is
+        skipped, with a tag saying so; the checkpoint holds the same weights.
+        """
+        logger = self._logger
         self._drop_staged_files()
         if curves is not None:
             logger.log_artifact(curves, "plots")
