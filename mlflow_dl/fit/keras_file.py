@@ -13,8 +13,8 @@ def custom_classes(where: dict[str, str]) -> dict:
             for name, w in where.items()}
 
 
-def load(path: str, where: dict[str, str] | None = None):
-    """The Keras 3 file at `path`, uncompiled, loaded with safe_mode=True."""
+def load(path: str, classes: dict):
+    """The Keras 3 file at `path`, uncompiled, loaded with safe_mode=True; `classes`: custom_classes' answer."""
     import keras
 
-    return keras.saving.load_model(path, custom_objects=custom_classes(where or {}), compile=False, safe_mode=True)
+    return keras.saving.load_model(path, custom_objects=classes, compile=False, safe_mode=True)

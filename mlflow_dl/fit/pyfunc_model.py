@@ -18,11 +18,12 @@ class KerasPipelineModel(PythonModel):
     """Keras model + preprocessing; predicts with predict_on_batch (not model.predict)."""
 
     def load_context(self, context):
-        from mlflow_dl_keras_file import load
+        from mlflow_dl_keras_file import custom_classes, load
         from mlflow_dl_preprocessing import InputError, Preprocessing
 
         self._input_error = InputError
-        self.model = load(context.artifacts["keras_model"], (context.model_config or {}).get("custom_objects"))
+        self.model = load(context.artifacts["keras_model"],
+                          custom_classes((context.model_config or {}).get("custom_objects") or {}))
         with open(context.artifacts["preprocessing"]) as f:
             self.prep = Preprocessing.from_json(f.read())
 

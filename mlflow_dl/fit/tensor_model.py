@@ -44,9 +44,10 @@ class KerasTensorModel(PythonModel):
     """A Keras 3 file loaded with safe_mode=True; predicts with predict_on_batch (not model.predict)."""
 
     def load_context(self, context):
-        from mlflow_dl_keras_file import load  # (shipped in code/)
+        from mlflow_dl_keras_file import custom_classes, load  # (shipped in code/)
 
-        self.model = load(context.artifacts["keras_model"], (context.model_config or {}).get("custom_objects"))
+        self.model = load(context.artifacts["keras_model"],
+                          custom_classes((context.model_config or {}).get("custom_objects") or {}))
         config = context.model_config or {}
         self._specs = [(s["name"], np.dtype(s["dtype"]), tuple(s["shape"])) for s in config.get("input_tensors") or []]
         self._keyed = bool(config.get("keyed"))

@@ -49,23 +49,28 @@ def check_safe_load(run_id: str, artifact_path: str = "model") -> None:
                                  f"expected a model logged by mlflow-dl")
         conf = Model.load(root).flavors.get("python_function", {})
         where = (conf.get("config") or {}).get("custom_objects") or {}  # the pyfunc's model_config
-        code = os.path.join(root, conf.get("code") or "code")
-        sys.path.insert(0, code)
-        try:
-            for path in files:
-                _load(run_id, path, where, keras_file)
-        finally:
-            sys.path.remove(code)
+        classes = _custom_classes(run_id, where, os.path.join(root, conf.get("code") or "code"), keras_file)
+        for path in files:
+            _load(run_id, path, classes, keras_file)
 
 
-def _load(run_id: str, path: str, where: dict, keras_file) -> None:
+def _custom_classes(run_id: str, where: dict, code: str, keras_file) -> dict:
+    """The model's custom classes, imported once, from the code it ships (on sys.path only meanwhile)."""
+    if not where:
+        return {}
+    sys.path.insert(0, code)
     try:
-        keras_file.custom_classes(where)
+        return keras_file.custom_classes(where)
     except (ImportError, AttributeError) as exc:
         raise PromotionError(f"run {run_id}: the module of the model's classes {sorted(where)} does not import "
                              f"({exc}); expected it in the model's code/ or installed") from None
+    finally:
+        sys.path.remove(code)
+
+
+def _load(run_id: str, path: str, classes: dict, keras_file) -> None:
     try:
-        keras_file.load(path, where)
+        keras_file.load(path, classes)
     except Exception as exc:  # Lambda layers raise ValueError, unknown objects TypeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PromotionError(
