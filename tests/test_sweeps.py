@@ -117,6 +117,23 @@ def test_two_workers_give_the_inline_results(tracking_store):
     assert len(children_of(workers.parent_run_id)) == 2
 
 
+def test_a_new_sqlite_store_gets_its_schema_before_the_workers_start(tracking_store, tmp_path):
+    """Two processes creating MLflow's tables in one new SQLite file collide ("table _alembic_tmp_... already
+    exists"): the sweep's own process makes them before its workers, still importing TensorFlow, connect."""
+    import sqlite3
+
+    from mlflow_dl.config import DataSpec
+    from mlflow_dl.sweeps import executors
+
+    pool = executors.start_workers(DataSpec(), "mlflow_dl.families.dropout", 2)
+    try:
+        with sqlite3.connect(tmp_path / "mlflow.db") as db:
+            tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
+        assert {"alembic_version", "experiments", "runs"} <= tables
+    finally:
+        pool.shutdown(wait=True)
+
+
 @pytest.mark.parametrize("args, message", [
     (["dropout", "--rates", ""], "rates='' is invalid; expected a non-empty"),
     (["dropout", "--rates", "0,1.0"], "dropout=1.0 is invalid; expected a rate in [0, 1)"),

@@ -70,15 +70,21 @@ def _init_worker(tracking_uri: str, data_spec, threads: int, family: str) -> Non
     else:
         ds = load_dataset(data_spec.dataset, data_spec.target, data_spec.task, data_spec.dropna)
         _worker["data"] = (ds, split_and_scale(ds, data_spec))
-    # the store's engine made now, so it is frozen with the rest; an optimisation only: a store that is
-    # away is the first trial's to report
+    connect_store()  # the store's engine made now, so that it is frozen with the rest
+    # the worker process is ours: what it has loaded stays out of collections for good (a full collection
+    # first would slow the worker's start for the few dozen objects it frees)
+    heap.hold()
+
+
+def connect_store() -> None:
+    """Connect to the tracking store now; a database store (SQLite, PostgreSQL) that is new gets MLflow's
+    schema from this call. An optimisation only: a store that is away is the first run's to report."""
+    import mlflow
+
     try:
         mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception:  # noqa: BLE001
         pass
-    # the worker process is ours: what it has loaded stays out of collections for good (a full collection
-    # first would slow the worker's start for the few dozen objects it frees)
-    heap.hold()
 
 
 def _run_in_worker(trial, family, parent_run_id):
@@ -164,6 +170,10 @@ def start_workers(data_spec, family, workers: int) -> ProcessPoolExecutor:
     import mlflow
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if not mlflow.get_tracking_uri().startswith(("http:", "https:")):
+        # a new database store gets its schema here, before the workers connect: two processes creating
+        # one at once collide (MLflow 3.17's migrations on SQLite: "table _alembic_tmp_... already exists")
+        connect_store()
     pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker,
                                initargs=(mlflow.get_tracking_uri(), data_spec, threads, family))
