@@ -121,7 +121,7 @@ def test_a_diverged_fit_keeps_its_best_finite_weights():
     model, weights = classifier(), Weights(poison_at=3)
     tracker = MlflowCallback(restore_best_weights=True)  # the model is given the best finite weights back too
     model.fit(x, y, validation_split=0.5, epochs=6, batch_size=8, verbose=0, callbacks=[weights, tracker])
-    assert tracker.diverged_at == 3
+    assert tracker.record.diverged_at == 3
     val = history(tracker.run_id, "val_loss")
     finite = {e: v for e, v in val.items() if math.isfinite(v) and e < 3}
     best = min(finite, key=finite.get)

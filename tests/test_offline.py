@@ -53,6 +53,55 @@ model.compile("adam", "binary_crossentropy")
 model.fit(x, y, validation_split=0.25, epochs=5, verbose=0, callbacks=[mlflow_dl.MlflowCallback(), Outage()])
 """
 
+# the server goes away after the last epoch's records, while the servable model uploads: the fit waits for the
+# test there (a real server really stopped; the pause is the only thing added to mlflow-dl's own path)
+MODEL_UPLOAD_OUTAGE_SCRIPT = """
+import os, time
+import numpy as np, keras
+import mlflow_dl
+from mlflow_dl.fit import model_logging
+
+finish = model_logging.finish_pipeline_model
+
+def finish_once_the_server_is_down(*args, **kwargs):
+    open("uploading", "w").close()
+    deadline = time.time() + 300
+    while not os.path.exists("down"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return finish(*args, **kwargs)
+
+model_logging.finish_pipeline_model = finish_once_the_server_is_down
+rng = np.random.default_rng(0)
+x = rng.normal(size=(40, 3)).astype("float32"); y = (x[:, 0] > 0).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+model.compile("adam", "binary_crossentropy")
+model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[mlflow_dl.MlflowCallback()])
+print("FIT_RETURNED")
+"""
+
+# `mlflow-dl train`, whose server goes away once the fit has delivered everything, before the trial logs its test
+# metrics and plot: the trial waits for the test there
+TEST_METRICS_OUTAGE_SCRIPT = """
+import os, sys, time
+from mlflow_dl import cli
+from mlflow_dl.training import trial
+
+outputs = trial.test_outputs
+
+def outputs_once_the_server_is_down(*args):
+    open("tested", "w").close()
+    deadline = time.time() + 300
+    while not os.path.exists("down"):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return outputs(*args)
+
+trial.test_outputs = outputs_once_the_server_is_down
+sys.argv = ["mlflow-dl", "train", "--epochs", "2", "--patience", "none", "--hidden", "8"]
+cli.program()
+"""
+
 
 def _history(client, run_id, key):
     return sorted(m.step for m in client.get_metric_history(run_id, key))
@@ -149,7 +198,8 @@ def test_server_killed_in_the_middle_of_a_sweep_loses_nothing(tmp_path):
                                 env=env, timeout=300)
         assert synced.returncode == 0, synced.stderr[-2000:]
         runs = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
-        assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+        assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}, (
+            [(r.info.run_name, r.info.status, r.data.tags.get("mlflow_dl.error")) for r in runs], err[-3000:])
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
         assert len(children) == 4
         for child in children:
@@ -188,6 +238,77 @@ def test_server_back_before_the_fit_ends_gets_every_epoch_from_the_fit_itself(tm
         assert run.info.status == "FINISHED"
         for key in ("loss", "val_loss"):
             assert _history(client, run.info.run_id, key) == [0, 1, 2, 3, 4]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_gone_while_the_model_uploads_the_run_ends_through_the_journal(tmp_path):
+    """The server took every epoch, then went away while the end of fit uploaded the model: fit returns, the
+    run's end, curves and checkpoint wait in the journal, and sync delivers a FINISHED run (the model is
+    skipped and says so; its weights are the checkpoint's)."""
+    server = Server(tmp_path).start()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", MODEL_UPLOAD_OUTAGE_SCRIPT], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "uploading").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        server.stop()
+        (tmp_path / "down").touch()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "FIT_RETURNED" in out, err[-3000:]
+        assert list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl")), err[-3000:]  # the rest, for sync
+        server.start()
+        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                                timeout=300)
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        client = mlflow.MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert run.info.status == "FINISHED", run.data.tags
+        assert _history(client, run.info.run_id, "val_loss") == [0, 1, 2] and "best_val_loss" in run.data.metrics
+        assert "tracking server unreachable" in run.data.tags["mlflow_dl.model_skipped"]
+        files = {a.path for folder in ("checkpoints", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
+        assert {"checkpoints/best.keras", "plots/learning_curves.png"} <= files
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_gone_after_the_fit_delivered_everything_the_test_metrics_wait_for_sync(tmp_path):
+    """The fit's records all reached the server and its journal is gone; then the server goes away before the
+    trial logs its test metrics and plot: those go into the run's journal again, `train` says to sync
+    (exit 4), and sync delivers them and the run's end."""
+    server = Server(tmp_path).start()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", TEST_METRICS_OUTAGE_SCRIPT], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "tested").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.1)
+        server.stop()
+        (tmp_path / "down").touch()
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 4 and "mlflow-dl sync" in err.strip().splitlines()[-1], err[-3000:]
+        server.start()
+        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                                timeout=300)
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        client = mlflow.MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
+        assert run.info.status == "FINISHED", run.data.tags
+        assert "test_loss" in run.data.metrics and _history(client, run.info.run_id, "val_loss") == [0, 1]
+        assert "plots/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        (output,) = run.outputs.model_outputs  # delivered by the fit itself, before the outage
+        assert client.get_logged_model(output.model_id).status == "READY"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -108,6 +108,10 @@ class Journal:
         with self._lock:
             self._file.flush()
 
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
     def close(self) -> bool:
         """Close; delete the journal when everything reached the server. True if deleted."""
         with self._lock:

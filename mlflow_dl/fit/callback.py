@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import keras
@@ -66,9 +67,7 @@ class MlflowCallback(keras.callbacks.Callback):
                  family: str = "autolog", backup_dir: str | None = None, mode: str = "auto",
                  log_fit_params: bool = True, log_datasets: bool = True, log_weights: str = "best"):
         """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
-        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again.
-
-        `monitor` None: val_loss (val_data_loss for a model with a weight penalty), unless the fit has an
+        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again. `monitor` None: val_loss (val_data_loss for a model with a weight penalty), unless the fit has an
         EarlyStopping that restores its best weights; then its best epoch is the fit's (its monitor, mode,
         min_delta, baseline), as Keras restores it, and the logged one."""
         super().__init__()
@@ -88,7 +87,7 @@ class MlflowCallback(keras.callbacks.Callback):
         self.data_digests: dict[str, str] = {}  # {"training": ..., "validation": ...} of this fit's data
         self._datasets: Future | None = None  # the datasets being logged
         self.run_id: str | None = None
-        self.model_info = None
+        self.model_info = self.client = None  # client: what this fit logs through, from on_train_begin
         self._logger: BackgroundLogger | None = None  # from on_train_begin
         self._signals = SignalStop()
         self.record: FitEpochs | None = None  # this fit's epochs and its best one, from on_train_begin
@@ -110,8 +109,8 @@ class MlflowCallback(keras.callbacks.Callback):
         elif active is None:  # server down: the run is created when it is back, with this start time
             create = runs.offline_run(self.family)
         run_id = active.info.run_id if active is not None else None
-        self._client = mlflow.MlflowClient()
-        self._logger = BackgroundLogger(self._client, run_id, spool.Journal(uri, run_id), create)
+        self.client = mlflow.MlflowClient()
+        self._logger = BackgroundLogger(self.client, run_id, spool.Journal(uri, run_id), create)
         self.offline = run_id is None
         self.run_id = run_id or self._logger.journal.key
         arguments = None
@@ -125,15 +124,14 @@ class MlflowCallback(keras.callbacks.Callback):
         earlier: dict[int, dict[str, float]] = {}  # a resumed run's epochs from before the kill
         if self.backup_dir:
             if os.path.isdir(self.backup_dir) and not self.offline:
-                earlier = fit_epochs.logged_epochs(self._client, run_id)
+                earlier = fit_epochs.logged_epochs(self.client, run_id)
                 self._logged_through = max(earlier, default=-1)
             self._logger.set_tags({runs.BACKUP_TAG: self.backup_dir})
         self.record = FitEpochs(self.model, self.monitor, self.mode, self.log_weights == "best", self.backup_dir,
                                 earlier)
         self._penalised = None  # the variables with a weight penalty, once the model is built
         self._signals.install(self.model)
-        # while the model trains: stage the servable model, log the architecture (both known once the
-        # model is built; a model without an Input: at the end of fit)
+        # while the model trains: stage the servable model, log the architecture (without an Input: after fit)
         self._staged = None
         self._stage_pending = self.log_model and not self.offline
         if self._stage_pending and self.model.built and (skipped := self._stage()):
@@ -152,9 +150,8 @@ class MlflowCallback(keras.callbacks.Callback):
             self._logger.log_params({"model.total_params": self.model.count_params()})
 
     def _nested_run(self, active) -> dict:
-        """runs.start_run's arguments for a nested run when this is a further fit in the active run
-        (`fit 2`, ...); {} otherwise. Only for a user's fits: a family's run has one fit, and
-        `mlflow-dl resume` fits its run again on purpose."""
+        """runs.start_run's arguments for a nested run (`fit 2`, ...) when this is a user's further fit in the
+        active run; {} otherwise (a family's run has one fit; `mlflow-dl resume` fits its run again on purpose)."""
         if active is None or not self.log_fit_params or (self.backup_dir and os.path.isdir(self.backup_dir)):
             return {}  # no fit of the user's own, or a killed fit resumed (BackupAndRestore): the same run
         count = fit_params.count_fit(active.info.run_id)
@@ -164,9 +161,8 @@ class MlflowCallback(keras.callbacks.Callback):
                 "parent_experiment_id": active.info.experiment_id}
 
     def _follow_early_stopping(self, arguments: dict | None):
-        """The fit's EarlyStopping that restores its best weights, whose monitor and mode this fit then
-        takes (when none was given): Keras hands the model that epoch's weights at the end of fit, so
-        that epoch is the best one and the one logged. None otherwise."""
+        """The fit's EarlyStopping that restores its best weights (None if none), whose monitor and mode this fit
+        takes when none was given: Keras restores that epoch's weights, so it is the best one and the logged one."""
         monitor, mode, log_weights = self.given
         self.monitor, self.mode, self.log_weights = monitor or "val_loss", best_rule.check_mode(mode), log_weights
         if monitor is not None:
@@ -177,9 +173,8 @@ class MlflowCallback(keras.callbacks.Callback):
         return callback
 
     def _weigh_penalty(self) -> None:
-        """Once the model is built: its penalised variables, and the data loss as the default rank
-        (no monitor named, no restoring EarlyStopping choosing); a model with activity regularisers
-        is tagged with what model_val_loss then holds."""
+        """Once the model is built: its penalised variables, and the data loss as the default rank (no monitor
+        named, no restoring EarlyStopping); a model with activity regularisers tagged with what that holds."""
         self._penalised = best_rule.penalised(self.model)
         if self._penalised and self.given[0] is None and self._early_stopping is None:
             self.monitor = self.record.monitor = self.record.rank_metric = best_rule.DATA_LOSS
@@ -206,11 +201,10 @@ class MlflowCallback(keras.callbacks.Callback):
                                                          self.data_digests, active.data.tags)
 
     def _keyed(self) -> bool:
-        """Whether the run already carries a comparability key (its owner's word wins over the data's);
-        a run this callback just started carries none, so only someone else's run is asked."""
+        """Whether someone else's run already carries a comparability key (its owner's word wins over the data's)."""
         if self.offline or self.owns_run:
             return False
-        return KEY_TAG in self._client.get_run(self.run_id).data.tags
+        return KEY_TAG in self.client.get_run(self.run_id).data.tags
 
     def on_epoch_begin(self, epoch, logs=None):
         self._signals.epoch_begin()
@@ -241,35 +235,32 @@ class MlflowCallback(keras.callbacks.Callback):
     def history(self) -> dict[str, list[float]]:
         return self.record.history if self.record else {}
 
-    @property
-    def diverged_at(self) -> int | None:
-        return self.record.diverged_at if self.record else None
-
     def divergence(self) -> str | None:
         """How the training loss diverged ("loss became nan at epoch 3"), or None when it did not."""
         return self.record.divergence() if self.record else None
 
     def delivered(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
-        """Wait until every record of this fit is on the server: an owner that ends the run
-        itself calls this first, so no run ends while its metrics are still queued.
-        True at once when fit never began (nothing was queued)."""
+        """Wait until every record of this fit is on the server (an owner that ends the run calls this first,
+        so no run ends with metrics still queued); True at once when fit never began."""
         return self._logger is None or self._logger.flush(timeout=timeout)
 
     def journal_after_fit(self, metrics: dict[str, float], fig, artifact_file: str) -> None:
-        """What the run's owner logs after fit (test metrics, a figure), through this fit's journal:
-        for an owner whose own calls found the server gone. Sent in order, or by `mlflow-dl sync`."""
-        self._logger.log_metrics(metrics, step=0)
+        """What the run's owner logs after fit (test metrics, a figure) when its calls found the server gone: through
+        the fit's journal (or the run's again, if the fit's had all gone out), sent in order, or by `mlflow-dl sync`."""
+        logger = self._logger
+        if logger.journal.closed:
+            logger = BackgroundLogger(self.client, self.run_id, spool.Journal(self.client.tracking_uri, self.run_id))
+        logger.log_metrics(metrics, step=0)
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, os.path.basename(artifact_file))
             fig.savefig(local)
-            self._logger.log_artifact(local, os.path.dirname(artifact_file) or None)
+            logger.log_artifact(local, os.path.dirname(artifact_file) or None)
+        if logger is not self._logger:
+            logger.keep_journal(logger.flush(timeout=FLUSH_TIMEOUT))
 
     def release(self) -> None:
-        """Give back what fit took: SIGTERM and Ctrl-C to the handlers they had.
-
-        on_train_end does it; Keras skips on_train_end when fit raises, so whoever calls fit
-        calls this too (in a finally), or a later Ctrl-C would reach this finished callback.
-        """
+        """Give back what fit took: SIGTERM and Ctrl-C to their handlers. on_train_end does it; Keras skips
+        that when fit raises, so whoever calls fit calls this too (in a finally)."""
         self._signals.restore()
 
     def _drop_staged_files(self) -> None:
@@ -278,9 +269,9 @@ class MlflowCallback(keras.callbacks.Callback):
             self._staged.result().remove_files()
 
     def _end_interrupted(self) -> None:
-        """Everything logged so far delivered (or journaled), the run ended KILLED if this callback owns it (else
-        its owner does), then the signal's KeyboardInterrupt. At the end of the cut epoch (Keras stops after
-        the batch), so that later callbacks (BackupAndRestore) do not save it as whole, or at the end of fit."""
+        """What was logged delivered (or journaled), the run ended KILLED if this callback owns it, then the
+        signal's KeyboardInterrupt: at the end of the cut epoch, so that BackupAndRestore does not save it as
+        whole (Keras stops after the batch), or at the end of fit."""
         interrupt = KeyboardInterrupt(self._signals.received)
         logger = self._logger
         try:
@@ -308,12 +299,9 @@ class MlflowCallback(keras.callbacks.Callback):
             self.release()
 
     def _end_fit(self) -> None:
-        """Summary, curves, checkpoint and the servable model; the run ended if this callback owns it.
-
-        The summary goes out with the last epochs' batch, and the files are written while that
-        batch travels; whether the server took it decides where they go: uploaded (the model
-        finished in the meantime), or into the journal for `mlflow-dl sync` when the server is away.
-        """
+        """Summary, curves, checkpoint and the servable model; the run ended if this callback owns it. The
+        summary goes out with the last epochs' batch, and the files are written while it travels; they are
+        uploaded if the server took it and stays, else they go into the journal for `mlflow-dl sync`."""
         logger, record = self._logger, self.record
         if nonfinite := record.settle(self._early_stopping):
             logger.set_tags({NONFINITE_TAG: nonfinite[:500]})
@@ -331,39 +319,51 @@ class MlflowCallback(keras.callbacks.Callback):
             files = (fit_artifacts.save_checkpoint(self.model, record.best_weights, record.log_best,
                                                    self.restore_best_weights, bool(record.nonfinite), tmp)
                      if record.best_weights is not None else None)
-            if not online.result():
+            uploaded = False
+            if online.result():
+                try:
+                    self._upload(side, curves and curves.result(), files)
+                    uploaded = True
+                except Exception as exc:  # the server took the last epochs, then went away: the rest as below
+                    if not uris.connection_lost(exc):
+                        raise
+            if not uploaded:
                 self._end_through_journal(curves and curves.result(), files and files[0])
                 return
-            jobs = [self._architecture or side.submit(self._log_architecture)]
-            if self._datasets is not None:
-                jobs.append(self._datasets)
-            if curves is not None:
-                jobs.append(side.submit(self._client.log_artifact, self.run_id, curves.result(), "plots"))
-            if files is not None:
-                jobs.append(side.submit(self._client.log_artifact, self.run_id, files[0], "checkpoints"))
-            model_file = files[1] if files is not None else None  # None: no finite weights to serve
-            if model_file and self._stage_pending and (skipped := self._stage()):
-                jobs.append(side.submit(self._client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
-            if self._staged is not None and model_file:
-                self._log_pyfunc(model_file)
-            elif self._staged is not None:
-                jobs.append(side.submit(model_logging.discard, self._staged.result()))
-            for job in jobs:
-                job.result()
         if record.diverged_at is not None:
-            self._client.set_tag(self.run_id, runs.ERROR_TAG, f"TrainingError: {record.divergence()}")
+            self.client.set_tag(self.run_id, runs.ERROR_TAG, f"TrainingError: {record.divergence()}")
             if self.owns_run:
                 runs.end_run(self.run_id, error=RuntimeError("training diverged"))
         elif self.owns_run:
             runs.end_run(self.run_id)
         logger.journal.close()
 
-    def _end_through_journal(self, curves: str | None, checkpoint: str | None) -> None:
-        """The server is away: curves, checkpoint and the run's end go to the journal.
+    def _upload(self, side: ThreadPoolExecutor, curves: str | None, files: tuple | None) -> None:
+        """Curves, checkpoint, architecture, datasets and the servable model to the server, at once;
+        every upload ended before this returns or raises."""
+        jobs = [self._architecture or side.submit(self._log_architecture)]
+        if self._datasets is not None:
+            jobs.append(self._datasets)
+        if curves is not None:
+            jobs.append(side.submit(self.client.log_artifact, self.run_id, curves, "plots"))
+        if files is not None:
+            jobs.append(side.submit(self.client.log_artifact, self.run_id, files[0], "checkpoints"))
+        model_file = files[1] if files is not None else None  # None: no finite weights to serve
+        try:
+            if model_file and self._stage_pending and (skipped := self._stage()):
+                jobs.append(side.submit(self.client.set_tag, self.run_id, MODEL_SKIPPED_TAG, skipped))
+            if self._staged is not None and model_file:
+                self._log_pyfunc(model_file)
+            elif self._staged is not None:
+                jobs.append(side.submit(model_logging.discard, self._staged.result()))
+        finally:
+            futures.wait(jobs)
+        for job in jobs:
+            job.result()
 
-        The pyfunc model needs the server (it is logged with the run's model id), so it is
-        skipped, with a tag saying so; the checkpoint holds the same weights.
-        """
+    def _end_through_journal(self, curves: str | None, checkpoint: str | None) -> None:
+        """The server is away: curves, checkpoint and the run's end go to the journal. The pyfunc model needs
+        the server (it is logged with the run's model id): skipped, and tagged so; the checkpoint has its weights."""
         logger = self._logger
         self._drop_staged_files()
         if curves is not None:
@@ -373,14 +373,14 @@ class MlflowCallback(keras.callbacks.Callback):
             if self.log_model:
                 logger.set_tags({MODEL_SKIPPED_TAG: "tracking server unreachable at the end of fit; "
                                                     "the weights are in checkpoints/best.keras"})
-        if self.diverged_at is not None:
-            logger.set_tags({runs.ERROR_TAG: f"TrainingError: {self.divergence()}"})
+        if (diverged := self.divergence()) is not None:
+            logger.set_tags({runs.ERROR_TAG: f"TrainingError: {diverged}"})
         if self.owns_run:
-            logger.end("FAILED" if self.diverged_at is not None else "FINISHED")
+            logger.end("FAILED" if diverged is not None else "FINISHED")
         logger.keep_journal(logger.flush(timeout=FLUSH_TIMEOUT))
 
     def _log_architecture(self) -> None:
-        fit_artifacts.log_architecture(self._client, self.run_id, self.model)
+        fit_artifacts.log_architecture(self.client, self.run_id, self.model)
 
     def _stage(self) -> str | None:
         """Start staging the servable model; or say why there is none."""

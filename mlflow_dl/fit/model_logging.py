@@ -7,6 +7,7 @@ fit (the Keras file and MLmodel uploaded, the model READY and linked to its run)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -202,7 +203,7 @@ def _stage(run_id, code, signature, input_example, metadata, model_config, extra
                                               None if rel == "." else rel)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        _mark_failed(client, logged.model_id)
         raise
     return StagedModel(logged, path)
 
@@ -235,12 +236,19 @@ def finish_pipeline_model(staged: StagedModel, keras_path: str, step: int = 0,
             for call in calls:
                 call.result()
     except BaseException:
-        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        _mark_failed(client, model_id)
         raise
     finally:
         staged.remove_files()
     client.finalize_logged_model(model_id, LoggedModelStatus.READY)
     return mlflow_model.get_model_info(logged)
+
+
+def _mark_failed(client, model_id: str) -> None:
+    """After a failed step: the logged model FAILED where the server still answers. The step's own error
+    is the one raised (a server gone raises here too, and would hide what went wrong first)."""
+    with contextlib.suppress(Exception):
+        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
 
 
 def discard(staged: StagedModel) -> None:

@@ -25,6 +25,13 @@ from mlflow_dl.fit.callback import MlflowCallback
 from mlflow_dl.tags import PRUNED_REASON_TAG, PRUNED_TAG
 
 
+def settle(tracker: MlflowCallback | None) -> None:
+    """Before a trial's run ends: what its fit queued goes first. A server gone (one probe) is not waited
+    for: the journal then holds the records and the end, in order, for `mlflow-dl sync`."""
+    if tracker is not None and tracker.client is not None and uris.reachable(tracker.client.tracking_uri):
+        tracker.delivered()
+
+
 # -- the bridge: keras-tuner hooks -> child runs ----------------------------------
 class Bridge:
     """What the tuner's hooks share while one trial runs: its child run and its callback. What a trial logs
@@ -89,13 +96,12 @@ class Bridge:
         status = trial.status
         tracker = self.tracker
         error = None
-        if tracker is not None and tracker.diverged_at is not None:
-            status, error = "INVALID", TrainingError(tracker.divergence())
+        if tracker is not None and (diverged := tracker.divergence()) is not None:
+            status, error = "INVALID", TrainingError(diverged)
         elif status != "COMPLETED":
             last = (trial.message or "").strip().splitlines()
             error = RuntimeError(f"trial {status.lower()}: {last[-1] if last else 'no message'}")
-        if tracker is not None:  # what its fit queued goes first
-            tracker.delivered()
+        settle(tracker)
         status_tag = {STATUS_TAG: status.lower()}
         runs.end_run(self.child_id, error, tags=status_tag)
         tags = {**self._tags, **status_tag}  # the child's, for its row in a summary made offline

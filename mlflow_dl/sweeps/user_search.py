@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 
 from mlflow_dl.sweeps import search_runs
-from mlflow_dl.sweeps.tuner_bridge import Bridge, TrialRuns
+from mlflow_dl.sweeps.tuner_bridge import Bridge, TrialRuns, settle
 from mlflow_dl.delivery import experiments, runs
 from mlflow_dl.fit.callback import MlflowCallback
 
@@ -65,13 +65,13 @@ class _UserBridge(Bridge):
                 self.tracker = None
                 self._runs.remove(tracker)
             if execution is not None:
-                tracker.delivered()
+                settle(tracker)
                 runs.end_run(execution.info.run_id, exc)
             raise
         finally:
             tracker.release()
         if execution is not None:
-            tracker.delivered()
+            settle(tracker)
             runs.end_run(execution.info.run_id)
         return result
 

@@ -236,8 +236,8 @@ def run_trial(ds: Dataset, splits: Splits, spec: TrialSpec, family: str, run_nam
                     from mlflow_dl.tags import PRUNED_REASON_TAG, PRUNED_TAG
 
                     mlflow.set_tags({PRUNED_TAG: str(pruning.pruned_at), PRUNED_REASON_TAG: pruning.reason})
-                if tracker.diverged_at is not None:
-                    raise TrainingError(f"{tracker.divergence()}; "
+                if (diverged := tracker.divergence()) is not None:
+                    raise TrainingError(f"{diverged}; "
                                         f"try a smaller lr (lr={spec.fit.lr}) or scale the target (--scale-y)")
                 raw, test_loss = test_outputs(model, splits)
                 summary = tracker.summary()  # logged by the callback already
