@@ -42,6 +42,8 @@ def own_process() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    # MLflow 3.17 draws a "Downloading artifacts" bar for each file a logged model copies: two per fit
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's schema migrations
