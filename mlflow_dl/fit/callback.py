@@ -66,10 +66,9 @@ class MlflowCallback(keras.callbacks.Callback):
                  preprocessing: Preprocessing | None = None, input_example: pd.DataFrame | None = None,
                  family: str = "autolog", backup_dir: str | None = None, mode: str = "auto",
                  log_fit_params: bool = True, log_datasets: bool = True, log_weights: str = "best"):
-        """`backup_dir`: where BackupAndRestore keeps this run's last epoch; tagged on the run, and when
-        it already exists (`mlflow-dl resume`) the steps the run holds are not logged again. `monitor` None: val_loss (val_data_loss for a model with a weight penalty), unless the fit has an
-        EarlyStopping that restores its best weights; then its best epoch is the fit's (its monitor, mode,
-        min_delta, baseline), as Keras restores it, and the logged one."""
+        """`backup_dir`: BackupAndRestore's folder for this run, tagged on it; when it exists (`mlflow-dl resume`), the
+        steps the run holds are not logged again. `monitor` None: val_loss (val_data_loss with a weight penalty), or
+        the monitor, mode, min_delta and baseline of the fit's EarlyStopping that restores its best weights, as Keras does."""
         super().__init__()
         self.backup_dir = backup_dir
         self.given = (monitor, mode, best_rule.check_log_weights(log_weights))  # what a user's EarlyStopping may override
