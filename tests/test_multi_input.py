@@ -86,6 +86,10 @@ def test_mixed_model_recurrent_branch_beside_static_dense_branch():
     assert np.isfinite(history.history["loss"][0]) and model.predict_on_batch(x).shape == (16, 1)
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_multi_input")
+
+
 @pytest.fixture(scope="module")
 def sweep_result(tmp_path_factory):
     """One tiny multi-input sweep (breast_cancer, 1 epoch) shared by the assertions below."""

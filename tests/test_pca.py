@@ -18,6 +18,10 @@ from mlflow_dl.data.reduction import pca_splits
 from mlflow_dl.data.split import split_and_scale
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_pca")
+
+
 @pytest.fixture(scope="module")
 def splits():
     return split_and_scale(load_dataset("breast_cancer"), DataSpec())

@@ -102,6 +102,10 @@ ITEMS = ("random", "numpy.random", "tensorflow seed", "keras seed", "keras dtype
          "matplotlib backend", "sys.path", "tensorflow threads", "logging levels", "logging handlers", "warnings filters")
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_process_state")
+
+
 @pytest.fixture(scope="module")
 def fresh_process(tmp_path_factory):
     """{"before": state, call: state after it} from a fresh interpreter whose working folder holds

@@ -22,6 +22,10 @@ def fit(experiment, lr, epochs=2, dataset="breast_cancer", hidden="8"):
     return train(spec, experiment=experiment)
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_registry")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """'weak': one poor run; 'sweep': three runs with different losses; 'diabetes': one run."""

@@ -21,6 +21,10 @@ from mlflow_dl.registry.promotion import promote
 NAME = "serve-bc"
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_serving")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tiny breast-cancer champion and the scoring server `mlflow-dl serve` starts for it."""

@@ -15,6 +15,10 @@ from mlflow_dl.families.train import train
 TINY = ModelSpec(hidden="16,8")
 
 
+# one worker takes the whole module, so its module-scoped fixture runs once (each xdist worker has its own)
+pytestmark = pytest.mark.xdist_group("test_train")
+
+
 @pytest.fixture(scope="module")
 def binary_run(tmp_path_factory):
     """One tracked fit shared by the assertions below (a module-level store)."""
