@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -62,12 +64,28 @@ class Server:
         return self
 
     def stop(self):
+        """Stopped means every process of the server gone: `mlflow server` exits at once on SIGTERM, while the
+        uvicorn it started still answers the requests of open connections until its own shutdown ends."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
+            deadline = time.time() + 15
+            while _group_running(self.proc.pid) and time.time() < deadline:
+                time.sleep(0.05)
+            if _group_running(self.proc.pid):
                 os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+            self.proc.wait()
         self.proc = None
         self.log.close()
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (an exited one waiting to be reaped does not)."""
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False

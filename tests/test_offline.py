@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -64,7 +65,7 @@ from mlflow_dl.fit import model_logging
 finish = model_logging.finish_pipeline_model
 
 def finish_once_the_server_is_down(*args, **kwargs):
-    open("uploading", "w").close()
+    open("paused", "w").close()
     deadline = time.time() + 300
     while not os.path.exists("down"):
         assert time.time() < deadline
@@ -90,7 +91,7 @@ from mlflow_dl.training import trial
 outputs = trial.test_outputs
 
 def outputs_once_the_server_is_down(*args):
-    open("tested", "w").close()
+    open("paused", "w").close()
     deadline = time.time() + 300
     while not os.path.exists("down"):
         assert time.time() < deadline
@@ -244,40 +245,53 @@ def test_server_back_before_the_fit_ends_gets_every_epoch_from_the_fit_itself(tm
         server.stop()
 
 
-@pytest.mark.slow
-def test_server_gone_while_the_model_uploads_the_run_ends_through_the_journal(tmp_path):
-    """The server took every epoch, then went away while the end of fit uploaded the model: fit returns, the
-    run's end, curves and checkpoint wait in the journal, and sync delivers a FINISHED run (the model is
-    skipped and says so; its weights are the checkpoint's)."""
+@contextlib.contextmanager
+def _server_stops_while_paused(script, tmp_path):
+    """A real server, and `script` against it in its own process, which waits where it writes "paused" while
+    the server stops. Yields the ended process's (returncode, stdout, stderr) and `sync`, which starts the
+    server again, runs `mlflow-dl sync` and returns the server's client."""
     server = Server(tmp_path).start()
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", MODEL_UPLOAD_OUTAGE_SCRIPT], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def sync():
+        server.start()
+        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                                timeout=300)
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        return mlflow.MlflowClient(server.url)
+
     try:
         deadline = time.time() + 300
-        while not (tmp_path / "uploading").exists():
+        while not (tmp_path / "paused").exists():
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.1)
         server.stop()
         (tmp_path / "down").touch()
         out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "FIT_RETURNED" in out, err[-3000:]
+        yield proc.returncode, out, err, sync
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_server_gone_while_the_model_uploads_the_run_ends_through_the_journal(tmp_path):
+    """The server took every epoch, then went away while the end of fit uploaded the model: fit returns, the
+    run's end, curves and checkpoint wait in the journal, and sync delivers a FINISHED run (the model is
+    skipped and says so; its weights are the checkpoint's)."""
+    with _server_stops_while_paused(MODEL_UPLOAD_OUTAGE_SCRIPT, tmp_path) as (code, out, err, sync):
+        assert code == 0 and "FIT_RETURNED" in out, err[-3000:]
         assert list((tmp_path / ".mlflow-dl" / "journal").glob("*.jsonl")), err[-3000:]  # the rest, for sync
-        server.start()
-        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
-                                timeout=300)
-        assert synced.returncode == 0, synced.stderr[-2000:]
-        client = mlflow.MlflowClient(server.url)
+        client = sync()
         (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
         assert run.info.status == "FINISHED", run.data.tags
         assert _history(client, run.info.run_id, "val_loss") == [0, 1, 2] and "best_val_loss" in run.data.metrics
         assert "tracking server unreachable" in run.data.tags["mlflow_dl.model_skipped"]
         files = {a.path for folder in ("checkpoints", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
         assert {"checkpoints/best.keras", "plots/learning_curves.png"} <= files
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
 
 
 @pytest.mark.slow
@@ -285,31 +299,12 @@ def test_server_gone_after_the_fit_delivered_everything_the_test_metrics_wait_fo
     """The fit's records all reached the server and its journal is gone; then the server goes away before the
     trial logs its test metrics and plot: those go into the run's journal again, `train` says to sync
     (exit 4), and sync delivers them and the run's end."""
-    server = Server(tmp_path).start()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", TEST_METRICS_OUTAGE_SCRIPT], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 300
-        while not (tmp_path / "tested").exists():
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.1)
-        server.stop()
-        (tmp_path / "down").touch()
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 4 and "mlflow-dl sync" in err.strip().splitlines()[-1], err[-3000:]
-        server.start()
-        synced = subprocess.run(mlflow_dl_cli() + ["sync"], capture_output=True, text=True, cwd=tmp_path, env=env,
-                                timeout=300)
-        assert synced.returncode == 0, synced.stderr[-2000:]
-        client = mlflow.MlflowClient(server.url)
+    with _server_stops_while_paused(TEST_METRICS_OUTAGE_SCRIPT, tmp_path) as (code, _, err, sync):
+        assert code == 4 and "mlflow-dl sync" in err.strip().splitlines()[-1], err[-3000:]
+        client = sync()
         (run,) = client.search_runs([client.get_experiment_by_name("mlflow-dl").experiment_id])
         assert run.info.status == "FINISHED", run.data.tags
         assert "test_loss" in run.data.metrics and _history(client, run.info.run_id, "val_loss") == [0, 1]
         assert "plots/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         (output,) = run.outputs.model_outputs  # delivered by the fit itself, before the outage
         assert client.get_logged_model(output.model_id).status == "READY"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        server.stop()
