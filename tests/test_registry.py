@@ -140,3 +140,42 @@ def test_promote_cli_bad_input_is_one_line_and_exit_2(tracking_store, args, need
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_layers")
+class Twice(keras.layers.Layer):
+    def call(self, x):
+        return 2.0 * x
+'''
+
+
+def test_the_safe_load_check_imports_a_models_classes_from_its_code_and_gives_sys_path_back(tmp_path, monkeypatch):
+    """promote's safe-load check imports the model's custom classes from the code/ it ships, with that folder
+    on sys.path for the import only: the caller's sys.path is as it was after the check."""
+    import sys
+
+    from mlflow_dl.fit.callback import MlflowCallback
+    from mlflow_dl.registry.model_checks import check_safe_load
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "my_layers.py").write_text(CUSTOM_LAYER)
+    monkeypatch.syspath_prepend(str(src))
+    monkeypatch.delitem(sys.modules, "my_layers", raising=False)
+    import my_layers
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), my_layers.Twice(), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    callback = MlflowCallback()
+    model.fit(x, x.sum(axis=1), validation_split=0.25, epochs=1, verbose=0, callbacks=[callback])
+    sys.path.remove(str(src))  # from here on, the class imports only from the model's code/
+    del sys.modules["my_layers"]
+    before = list(sys.path)
+    check_safe_load(callback.run_id)
+    assert sys.path == before
+    assert sys.modules["my_layers"].__file__ != str(src / "my_layers.py")  # the copy the model ships
