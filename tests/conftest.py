@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,13 +58,36 @@ def pytest_sessionfinish(session):
             cov.save()
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory):
+    """A new SQLite store with MLflow's schema, made once per worker. Each test's store is a copy of it:
+    MLflow's migrations of a new file cost about a second of CPU, in whichever process opens it first."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("empty-store")
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")).engine.dispose()
+    return folder / "mlflow.db"
+
+
+def new_store(empty_store, folder) -> str:
+    """`folder`/mlflow.db: an empty store, as MLflow makes it for a process whose working folder is `folder`
+    (the Default experiment keeps its artifacts in `folder`/mlruns/0)."""
+    db = folder / "mlflow.db"
+    shutil.copyfile(empty_store, db)
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    (str(folder / "mlruns" / "0"),))
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture(autouse=True)
-def tracking_store(tmp_path, monkeypatch):
-    """Each test: its own folder and SQLite store; fails if it leaks an active run."""
+def tracking_store(tmp_path, monkeypatch, empty_store):
+    """Each test: its own folder and SQLite store (a copy of a new one; `no_store` for a test that needs
+    none yet); fails if it leaks an active run."""
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(empty_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
@@ -79,6 +104,13 @@ def tracking_store(tmp_path, monkeypatch):
         os.environ.pop(var, None)
     mlflow.tracking.fluent._active_experiment_id = None
     assert leaked is None, f"test leaked an active run {leaked.info.run_id}"
+
+
+@pytest.fixture
+def no_store(tracking_store, tmp_path):
+    """The test's store not made yet, as on a fresh machine: for a test of what makes it, or must not."""
+    (tmp_path / "mlflow.db").unlink()
+    return tracking_store
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -51,6 +53,13 @@ class Server:
     def __init__(self, folder, *args, env=None, port=None):
         self.folder, self.args, self.env = folder, list(args), {**os.environ, **(env or {})}
         self.port = port or free_port()
+        store = os.path.join(folder, "mlflow.db")
+        if "--backend-store-uri" not in self.args and os.path.exists(store):
+            # the test's own store (conftest's copy of a new one) is the server's: as on a store the server makes,
+            # the Default experiment keeps its artifacts behind the server, unless the test logged there already
+            with contextlib.closing(sqlite3.connect(store)) as db, db:
+                db.execute("UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0"
+                           " AND NOT EXISTS (SELECT 1 FROM runs WHERE experiment_id = 0)")
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 

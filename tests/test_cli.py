@@ -89,7 +89,7 @@ def test_train_prints_the_logged_model_val_loss_and_its_epoch(capsys, tracking_s
     assert "best_val_loss" not in out
 
 
-def test_cli_subprocess_trains_into_the_default_sqlite_store(tmp_path, monkeypatch):
+def test_cli_subprocess_trains_into_the_default_sqlite_store(tmp_path, monkeypatch, no_store):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     proc = subprocess.run([*mlflow_dl_cli(), "train", "--epochs", "2", "--hidden", "8", "--l2", "0.01",
                            "--reg-layers", "widest", "--dropout", "0.2"],

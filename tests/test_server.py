@@ -39,7 +39,7 @@ def _get(url: str, auth: tuple[str, str] | None = None, host: str | None = None)
         return exc.code
 
 
-def test_embedded_server_is_sqlite_with_proxied_artifacts_on_loopback(tmp_path):
+def test_embedded_server_is_sqlite_with_proxied_artifacts_on_loopback(tmp_path, no_store):
     server = Server(tmp_path).start()
     try:
         assert _listening_addresses(server.port) == {"127.0.0.1"}

@@ -117,7 +117,7 @@ def test_two_workers_give_the_inline_results(tracking_store):
     assert len(children_of(workers.parent_run_id)) == 2
 
 
-def test_a_new_sqlite_store_gets_its_schema_before_the_workers_start(tracking_store, tmp_path):
+def test_a_new_sqlite_store_gets_its_schema_before_the_workers_start(no_store, tmp_path):
     """Two processes creating MLflow's tables in one new SQLite file collide ("table _alembic_tmp_... already
     exists"): the sweep's own process makes them before its workers, still importing TensorFlow, connect."""
     import sqlite3

@@ -144,7 +144,7 @@ def test_a_search_with_more_trials_than_a_page_still_finds_its_parent():
     ("nodes: {min: 8, max: 64, step: 0}\n", "nodes.step=0.0 is invalid"),
     ("- 1\n- 2\n", "must map hyper-parameter names to ranges"),
 ])
-def test_bad_search_spaces_fail_before_anything_starts(tmp_path, tiny, text, message):
+def test_bad_search_spaces_fail_before_anything_starts(tmp_path, tiny, no_store, text, message):
     from mlflow_dl.sweeps.tuning import tune
 
     (tmp_path / "bad.yaml").write_text(text)
@@ -163,7 +163,7 @@ def test_cli_prints_one_line_and_exits_2_for_a_bad_space(tmp_path, tiny, capsys)
     assert exit_info.value.code == 2 and len(err) == 1 and "unknown key 'units'" in err[0]
 
 
-def test_a_remote_oracle_is_refused_unless_allowed(tiny, monkeypatch):
+def test_a_remote_oracle_is_refused_unless_allowed(tiny, no_store, monkeypatch):
     from mlflow_dl.sweeps.search_plan import distributed_role
     from mlflow_dl.sweeps.tuning import tune
 
