@@ -15,7 +15,7 @@ inline sweep's start (its wall time before the parent run) that ceiling bounds t
 Last line: loop time / inline time.
 
     python bench/sweep_throughput.py [--repeats 3] [--epochs 10]
-    python bench/sweep_throughput.py --quick    # 1 repeat, 2 trials of 1 epoch: does every arm run?
+    python bench/sweep_throughput.py --quick    # 1 repeat, 1 trial (L1) of 1 epoch: does every arm run?
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def run(cmd, cwd) -> float:
     return time.perf_counter() - started
 
 
-def loop_arm(cwd, epochs, strengths) -> float:
+def loop_arm(cwd, epochs, kind, strengths) -> float:
     total = 0.0
-    for kind in ("l1", "l2"):
+    for kind in ("l1", "l2") if kind == "both" else (kind,):
         for s in strengths:
             total += run([sys.executable, "-m", "mlflow", "run", REPO, "-e", "train", "--env-manager", "local",
                           "--experiment-name", "b2-loop", "-P", f"{kind}={s}", "-P", f"epochs={epochs}",
@@ -108,8 +108,8 @@ def parallel_ceiling(fits: int, epochs: int) -> float:
     return alone / max(together)
 
 
-def sweep_arm(cwd, epochs, workers, strengths) -> tuple[float, float, float]:
-    wall = run([*cli(), "sweep", "regularization", "--kind", "both", "--strengths", ",".join(map(str, strengths)),
+def sweep_arm(cwd, epochs, workers, kind, strengths) -> tuple[float, float, float]:
+    wall = run([*cli(), "sweep", "regularization", "--kind", kind, "--strengths", ",".join(map(str, strengths)),
                 "--epochs", str(epochs), "--patience", "none", "--workers", str(workers)], cwd)
     import mlflow
 
@@ -128,23 +128,23 @@ def main() -> None:
     parser.add_argument("--ready-dir", help=argparse.SUPPRESS)
     parser.add_argument("--together", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 trials of 1 epoch: every arm runs")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 1 trial of 1 epoch: every arm runs")
     args = parser.parse_args()
     if args.fit_loop:
         print(fit_loop(args.fit_loop, args.epochs, args.ready_dir, args.together, args.threads))
         return
-    strengths, ceiling_fits = STRENGTHS, 6
+    kind, strengths, ceiling_fits = "both", STRENGTHS, 6
     if args.quick:  # a check that the benchmark runs; its figures mean nothing
-        args.repeats, args.epochs, strengths, ceiling_fits = 1, 1, STRENGTHS[:1], 1
+        args.repeats, args.epochs, kind, strengths, ceiling_fits = 1, 1, "l1", STRENGTHS[:1], 1
     times = {"loop": [], "inline": [], "workers": []}
     overhead, in_parent, parents = [], [], {"inline": [], "workers": []}
     for rep in range(args.repeats):
         for arm in times:
             with tempfile.TemporaryDirectory() as cwd:
                 if arm == "loop":
-                    times[arm].append(loop_arm(cwd, args.epochs, strengths))
+                    times[arm].append(loop_arm(cwd, args.epochs, kind, strengths))
                 else:
-                    wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2, strengths)
+                    wall, fits, parent = sweep_arm(cwd, args.epochs, 1 if arm == "inline" else 2, kind, strengths)
                     times[arm].append(wall)
                     parents[arm].append(parent)
                     if arm == "inline":
