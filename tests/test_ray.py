@@ -23,6 +23,15 @@ pytestmark = pytest.mark.xdist_group("ray")
 SWEEP = ["sweep", "dropout", "--rates", "0,0.3", "--epochs", "2", "--hidden", "8", "--patience", "none"]
 
 
+def test_the_ray_tests_run_on_one_worker(request):
+    """pytest-xdist tags a test of an xdist_group as `<id>@<group>` and gives each group to one worker. With
+    pytest 9.2 it no longer can (pytest-xdist#1386) and spreads the group without a word: two Ray clusters
+    at once then collide on their fixed ports, and every module-scoped fixture of a group is built twice."""
+    if getattr(request.config.option, "loadgroup", False):  # a pytest-xdist worker under --dist loadgroup
+        assert request.node.nodeid.endswith("@ray"), (
+            f"{request.node.nodeid}: pytest-xdist did not group it; pyproject.toml pins a pytest that it can group")
+
+
 @pytest.fixture
 def ray_cluster():
     """`ray start --head` on 127.0.0.1 with 2 CPUs, in its own session, so only its processes are stopped."""
