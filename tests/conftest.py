@@ -69,14 +69,20 @@ def empty_store(tmp_path_factory):
     return folder / "mlflow.db"
 
 
+def set_default_artifacts(db, location: str) -> None:
+    """Where the Default experiment of the SQLite store `db` keeps its artifacts, as MLflow sets it when it makes
+    the store; left as it is once a run was logged there."""
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0"
+                    " AND NOT EXISTS (SELECT 1 FROM runs WHERE experiment_id = 0)", (location,))
+
+
 def new_store(empty_store, folder) -> str:
     """`folder`/mlflow.db: an empty store, as MLflow makes it for a process whose working folder is `folder`
     (the Default experiment keeps its artifacts in `folder`/mlruns/0)."""
     db = folder / "mlflow.db"
     shutil.copyfile(empty_store, db)
-    with contextlib.closing(sqlite3.connect(db)) as con, con:
-        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-                    (str(folder / "mlruns" / "0"),))
+    set_default_artifacts(db, str(folder / "mlruns" / "0"))
     return f"sqlite:///{db}"
 
 

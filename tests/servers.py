@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-import sqlite3
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from conftest import free_port, mlflow_dl_cli, wait_http
+from conftest import free_port, mlflow_dl_cli, set_default_artifacts, wait_http
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 
@@ -56,10 +54,8 @@ class Server:
         store = os.path.join(folder, "mlflow.db")
         if "--backend-store-uri" not in self.args and os.path.exists(store):
             # the test's own store (conftest's copy of a new one) is the server's: as on a store the server makes,
-            # the Default experiment keeps its artifacts behind the server, unless the test logged there already
-            with contextlib.closing(sqlite3.connect(store)) as db, db:
-                db.execute("UPDATE experiments SET artifact_location = 'mlflow-artifacts:/0' WHERE experiment_id = 0"
-                           " AND NOT EXISTS (SELECT 1 FROM runs WHERE experiment_id = 0)")
+            # the Default experiment keeps its artifacts behind the server
+            set_default_artifacts(store, "mlflow-artifacts:/0")
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
