@@ -51,10 +51,10 @@ def run(cmd, cwd) -> float:
 
 def loop_arm(cwd, epochs, kind, strengths) -> float:
     total = 0.0
-    for kind in ("l1", "l2") if kind == "both" else (kind,):
+    for penalty in ("l1", "l2") if kind == "both" else (kind,):
         for s in strengths:
             total += run([sys.executable, "-m", "mlflow", "run", REPO, "-e", "train", "--env-manager", "local",
-                          "--experiment-name", "b2-loop", "-P", f"{kind}={s}", "-P", f"epochs={epochs}",
+                          "--experiment-name", "b2-loop", "-P", f"{penalty}={s}", "-P", f"epochs={epochs}",
                           "-P", "patience=none"], cwd)
     return total
 
